@@ -1,0 +1,3 @@
+"""wildsci-kit."""
+
+__version__ = "0.1.0"

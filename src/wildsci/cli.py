@@ -1,0 +1,144 @@
+"""``wildsci`` command line: parses arguments and calls one function per sub-command. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+
+from wildsci import __version__
+from wildsci.errors import UserError
+
+
+def _cmd_build(args: argparse.Namespace, extra: list[str]) -> int:
+    from wildsci.build.pipeline import run_build
+    from wildsci.recipes import parse_overrides
+
+    run_build(
+        args.recipe, output_dir=args.output_dir, dry_run=args.dry_run, push=args.push, overrides=parse_overrides(extra)
+    )
+    return 0
+
+
+def _cmd_recipes_check(args: argparse.Namespace, extra: list[str]) -> int:
+    from wildsci.recipes import RecipeError, check_recipe_file
+
+    paths = sorted({p for pattern in args.paths for p in (glob.glob(pattern, recursive=True) or [pattern])})
+    failed = 0
+    for path in paths:
+        try:
+            check_recipe_file(path)
+            print(f"ok      {path}")
+        except RecipeError as e:
+            failed += 1
+            print(f"FAILED  {e}")
+    print(f"{len(paths) - failed}/{len(paths)} recipes valid")
+    return 1 if failed else 0
+
+
+def _cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
+    from wildsci.evaluate import run_eval
+    from wildsci.recipes import parse_overrides
+
+    overrides = parse_overrides(extra)
+    if args.permutations is not None:
+        overrides["permutations"] = args.permutations
+    if args.output_dir is not None:
+        overrides["output_dir"] = args.output_dir
+    run_eval(args.recipe, overrides=overrides)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from wildsci.report import write_report
+
+    path = write_report(args.run_dir)
+    print(f"report: {path}")
+    return 0
+
+
+def _cmd_model(args: argparse.Namespace, extra: list[str]) -> int:
+    from wildsci.models import describe, resolve_model
+
+    print(resolve_model(args.ref))
+    print(describe(args.ref), file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
+    from wildsci.demo import run_demo
+
+    run_demo(run_dir=args.run_dir, plan_only=args.plan, small=args.small)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wildsci",
+        description="WildSci reproducibility kit: build science MCQ datasets from papers, train with GRPO, "
+        "evaluate, report.",
+        epilog="Training runs through accelerate: accelerate launch -m wildsci.grpo --config recipes/grpo/X.yaml",
+    )
+    p.add_argument("--version", action="version", version=f"wildsci {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser(
+        "build",
+        help="build a WildSci-format dataset from papers (recipes/data/*.yaml)",
+        description="Any recipe key can be overridden: --key value, --generator.model X.",
+    )
+    b.add_argument("recipe", help="path to a data recipe, e.g. recipes/data/demo.yaml")
+    b.add_argument("--output-dir", default=None, help="where to write the dataset (default: the recipe's output_dir)")
+    b.add_argument("--dry-run", action="store_true", help="print the plan, counts and estimated LLM calls; do nothing")
+    b.add_argument("--push", action="store_true", help="push the built dataset to the Hub (recipe's hub_repo_id)")
+    b.set_defaults(func=_cmd_build)
+
+    r = sub.add_parser("recipes", help="recipe tools")
+    rsub = r.add_subparsers(dest="recipes_command", required=True, metavar="ACTION")
+    rc = rsub.add_parser("check", help="validate recipes (kind taken from the folder: data, grpo, eval, accelerate)")
+    rc.add_argument("paths", nargs="+", help="recipe files or globs, e.g. 'recipes/**/*.yaml'")
+    rc.set_defaults(func=_cmd_recipes_check)
+
+    e = sub.add_parser(
+        "eval",
+        help="evaluate base + checkpoints on benchmark tasks (recipes/eval/*.yaml)",
+        description="Any recipe key can be overridden: --key value.",
+    )
+    e.add_argument("recipe", help="path to an eval recipe, e.g. recipes/eval/demo.yaml")
+    e.add_argument("--permutations", type=int, default=None, help="ask each question under K seeded option orders")
+    e.add_argument("--output-dir", default=None, help="where to write results (default: the recipe's output_dir)")
+    e.set_defaults(func=_cmd_eval)
+
+    rp = sub.add_parser("report", help="write report.md + PNG plots for a run directory")
+    rp.add_argument("run_dir", help="a run directory, e.g. runs/demo")
+    rp.set_defaults(func=_cmd_report)
+
+    m = sub.add_parser("model", help="resolve a model reference (Hub id, folder, embedded:NAME, tiny:qwen2)")
+    m.add_argument("ref", help="e.g. embedded:smollm2-135m-instruct")
+    m.set_defaults(func=_cmd_model)
+
+    d = sub.add_parser("demo", help="the whole chain offline on the embedded model (what `make demo` runs)")
+    d.add_argument("--run-dir", default="runs/demo", help="where everything goes")
+    d.add_argument("--plan", action="store_true", help="print what would run, resolve the model, and stop")
+    d.add_argument("--small", action="store_true", help="a smaller, faster chain (used by the tests)")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.func not in (_cmd_build, _cmd_eval):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args, extra)
+    except UserError as e:
+        print(f"wildsci: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wildsci: interrupted -- rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Recipes: YAML files parsed into typed dataclasses, with one-line errors.
+
+Each stage owns its recipe dataclass (``wildsci.build.config.BuildRecipe``, ``wildsci.grpo``'s TRL
+dataclasses, ``wildsci.evaluate.EvalRecipe``); this module holds the shared machinery so every recipe
+fails the same way: a :class:`RecipeError` whose message is one line naming the file, the key and the fix.
+
+Why not only ``HfArgumentParser``? It passes YAML values to the dataclass unchecked (a string where an
+int belongs surfaces much later as a traceback inside training). We check keys and types here first and
+then hand the checked values to TRL's parser for the GRPO recipes, so open-r1-style ``--key value``
+overrides keep working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import hashlib
+import importlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wildsci.errors import UserError
+
+MISSING = dataclasses.MISSING
+
+
+class RecipeError(UserError):
+    """A recipe problem, reported as one line: ``<file>: <what> -- <how to fix>``."""
+
+
+# ----------------------------------------------------------------------------------------- loading
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"{p}: recipe file not found -- check the path (recipes live under recipes/<kind>/)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{p}: invalid YAML{where}: {problem} -- fix the syntax") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{p}: not UTF-8 text -- save the recipe as UTF-8") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{p}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(args: list[str], source: str = "command line") -> dict[str, Any]:
+    """``["--lr", "1e-5", "--generator.model=x", "--push"]`` -> ``{"lr": 1e-5, "generator.model": "x", "push": True}``.
+
+    Values are parsed as YAML scalars/lists so ``--num_voters 8`` is an int and ``--keep '[a, b]'`` a list.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--") or len(a) < 3:
+            raise RecipeError(f"{source}: unexpected argument {a!r} -- overrides look like --key value or --key=value")
+        key = a[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            raw = args[i + 1]
+            i += 2
+        else:
+            raw = "true"
+            i += 1
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            out[key.replace("-", "_")] = raw
+    return out
+
+
+def merge_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Apply dotted overrides (``generator.model``) onto a nested recipe mapping (a copy)."""
+    merged = json.loads(json.dumps(data, default=str))
+    for key, value in overrides.items():
+        node = merged
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"command line: --{key} sets a field inside {part!r}, which is not a section")
+        node[parts[-1]] = value
+    return merged
+
+
+# ------------------------------------------------------------------------------------ type checks
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _TypeMismatch(Exception):
+    pass
+
+
+def coerce(value: Any, tp: Any, source: str, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where YAML is lossy (``1e-5`` is a str in YAML 1.1)."""
+    if tp is Any or tp is None or isinstance(tp, str | typing.TypeVar):
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, source, key)
+            except (_TypeMismatch, RecipeError):
+                continue
+        raise _TypeMismatch
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise _TypeMismatch
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise _TypeMismatch
+        inner = args[0] if args and args[-1] is not Ellipsis or len(args) == 2 else Any
+        items = [coerce(v, inner, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple or tp is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise _TypeMismatch
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _TypeMismatch
+        return from_dict(tp, value, source, prefix=f"{key}.")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        for m in tp:
+            if value == m.value or value == m.name or value is m:
+                return m.value if isinstance(m.value, str) else m
+        raise _TypeMismatch
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _TypeMismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _TypeMismatch
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise _TypeMismatch from None
+        raise _TypeMismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _TypeMismatch
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise _TypeMismatch
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # some third-party dataclasses have annotations that do not resolve
+        return {f.name: f.type for f in dataclasses.fields(cls)}
+
+
+def _help(f: dataclasses.Field) -> str:
+    return str(f.metadata.get("help", "")).split("\n")[0].strip()
+
+
+def _unknown_key(source: str, key: str, valid: list[str]) -> RecipeError:
+    close = difflib.get_close_matches(key.split(".")[-1], valid, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "remove it (see the recipe's dataclass for valid keys)"
+    return RecipeError(f"{source}: unknown key {key!r} -- {hint}")
+
+
+def _check_value(source: str, key: str, f: dataclasses.Field, tp: Any, value: Any) -> Any:
+    try:
+        return coerce(value, tp, source, key)
+    except _TypeMismatch:
+        h = _help(f)
+        raise RecipeError(
+            f"{source}: key {key!r} must be {_type_name(tp)}, got {value!r}" + (f" ({h})" if h else "")
+        ) from None
+
+
+def from_dict(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, raising one-line :class:`RecipeError` on any problem."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = _hints(cls)
+    for key in data:
+        if key not in fields:
+            raise _unknown_key(source, f"{prefix}{key}", list(fields))
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _check_value(source, f"{prefix}{name}", f, hints.get(name, f.type), data[name])
+        elif f.default is MISSING and f.default_factory is MISSING:
+            h = _help(f)
+            raise RecipeError(
+                f"{source}: missing required key {prefix}{name!r}"
+                + (f" ({h})" if h else "")
+                + " -- add it to the recipe"
+            )
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"{source}: {str(e).splitlines()[0]}") from None
+
+
+def check_flat(data: dict[str, Any], classes: tuple[type, ...], source: str) -> None:
+    """Check a flat (open-r1 / TrlParser style) recipe whose keys are spread over several dataclasses."""
+    owners: dict[str, tuple[dataclasses.Field, Any]] = {}
+    for cls in classes:
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.init:
+                owners.setdefault(f.name, (f, hints.get(f.name, f.type)))
+    for key, value in data.items():
+        if key not in owners:
+            raise _unknown_key(source, key, list(owners))
+        f, tp = owners[key]
+        _check_value(source, key, f, tp, value)
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.init and f.default is MISSING and f.default_factory is MISSING and f.name not in data:
+                raise RecipeError(f"{source}: missing required key {f.name!r} ({_help(f)}) -- add it to the recipe")
+
+
+def load_recipe(path: str | Path, cls: type, overrides: dict[str, Any] | None = None) -> Any:
+    """Load a nested recipe into ``cls`` (YAML values, then dotted command-line overrides)."""
+    data = load_yaml(path)
+    if overrides:
+        data = merge_overrides(data, overrides)
+    return from_dict(cls, data, str(path))
+
+
+def recipe_hash(data: dict[str, Any] | Any) -> str:
+    """A short, stable hash of a recipe's resolved values (recorded in every built row)."""
+    if dataclasses.is_dataclass(data):
+        data = dataclasses.asdict(data)
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- `wildsci recipes check`
+#: recipe kind (the folder under recipes/) -> "module:attribute" of the checker. The attribute is either a
+#: dataclass (nested recipe) or a callable returning a tuple of dataclasses (flat TRL-style recipe).
+KINDS: dict[str, str] = {
+    "data": "wildsci.build.config:BuildRecipe",
+    "grpo": "wildsci.grpo:recipe_dataclasses",
+    "eval": "wildsci.evaluate:EvalRecipe",
+    "accelerate": "wildsci.recipes:check_accelerate_config",
+}
+
+
+def recipe_kind(path: str | Path) -> str:
+    p = Path(path)
+    for part in reversed(p.parent.parts):
+        if part in KINDS:
+            return part
+    raise RecipeError(f"{p}: cannot tell the recipe kind -- put it under recipes/<{'|'.join(KINDS)}>/")
+
+
+def check_accelerate_config(data: dict[str, Any], source: str) -> None:
+    """Accelerate configs are accelerate's own format: validate with accelerate's loader."""
+    import tempfile
+
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+        yaml.safe_dump(data, fh)
+    try:
+        ClusterConfig.from_yaml_file(fh.name)
+    except (ValueError, TypeError, KeyError) as e:
+        raise RecipeError(f"{source}: not a valid accelerate config: {str(e).splitlines()[0]}") from None
+    finally:
+        Path(fh.name).unlink(missing_ok=True)
+
+
+def check_recipe_file(path: str | Path) -> None:
+    """Validate one shipped recipe; raises :class:`RecipeError` with a one-line message."""
+    kind = recipe_kind(path)
+    data = load_yaml(path)
+    module, attr = KINDS[kind].split(":")
+    target = getattr(importlib.import_module(module), attr)
+    if dataclasses.is_dataclass(target):
+        from_dict(target, data, str(path))
+    elif kind == "accelerate":
+        target(data, str(path))
+    else:
+        check_flat(data, tuple(target()), str(path))
