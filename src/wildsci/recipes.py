@@ -121,7 +121,7 @@ class _TypeMismatch(Exception):
 
 
 def coerce(value: Any, tp: Any, source: str, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert where YAML is lossy (``1e-5`` is a str in YAML 1.1)."""
+    """Check ``value`` against the annotation ``tp``; convert where YAML is lossy (``1e-5`` is a str in YAML 1.1)."""
     if tp is Any or tp is None or isinstance(tp, str | typing.TypeVar):
         return value
     origin = typing.get_origin(tp)
