@@ -1,0 +1,181 @@
+"""Stage 3: every question gets exactly 10 options A-J, shuffled so that answer letters are balanced.
+
+Why this is its own stage: generators (and questions imported from elsewhere) often give fewer options
+than WildSci's 10, and an LLM writes the correct answer first far more often than last. A question with
+fewer options is topped up with LLM-written distractors (asked with the question and the correct answer,
+so they are plausible but wrong); then options are shuffled with a seed derived from ``(seed, question)``.
+The shuffle therefore depends on nothing but the question itself: a resumed run, a sharded run and a
+single run put the answer under the same letter.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from wildsci.answers import LETTERS
+from wildsci.build.generate import extract_json
+from wildsci.llm.backends import ChatRequest, LLMClient
+from wildsci.schema import options_dict
+
+DROP_REASONS = {
+    "empty_option": "an option is empty",
+    "duplicate_options": "two options have the same text",
+    "too_many_options": "more than num_options options",
+    "too_few_options": "fewer than num_options options and distractor generation is off",
+    "not_enough_distractors": "the LLM did not supply enough new, distinct distractors in max_attempts tries",
+    "llm_error": "every distractor call for the question failed",
+    "bad_answer_index": "answer_index is missing or outside the options",
+}
+
+DISTRACTOR_PROMPT = "\n".join(
+    [
+        "Here is a multiple-choice science question with its correct answer and the wrong options written so far.",
+        "",
+        "Question: {question}",
+        "",
+        "Correct answer: {answer}",
+        "",
+        "Wrong options so far:",
+        "{existing}",
+        "",
+        "Write {k} more wrong options. Each must be plausible to a non-expert, clearly wrong to an expert, similar "
+        "in length and style to the correct answer, and different from every option above. "
+        'No "all of the above" or "none of the above".',
+        "",
+        'Reply with a JSON object only: {{"distractors": ["...", ...]}}',
+    ]
+)
+
+
+@dataclass
+class OptionsConfig:
+    """Option count, distractor generation and the shuffle seed."""
+
+    num_options: int = field(default=10, metadata={"help": "options per question after this stage (WildSci: 10, A-J)"})
+    generate_distractors: bool = field(
+        default=True, metadata={"help": "ask the LLM for plausible wrong options when a question has fewer"}
+    )
+    seed: int = field(default=0, metadata={"help": "shuffle seed (combined with each question's text)"})
+    max_attempts: int = field(
+        default=2, metadata={"help": "distractor requests per question (distinct samples) before it is dropped"}
+    )
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.num_options <= len(LETTERS):
+            raise ValueError(f"num_options must be between 2 and {len(LETTERS)}, got {self.num_options}")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.lower().split())
+
+
+def distractor_schema(k: int) -> dict:
+    return {
+        "type": "object",
+        "properties": {"distractors": {"type": "array", "items": {"type": "string"}, "minItems": k, "maxItems": k}},
+        "required": ["distractors"],
+        "additionalProperties": False,
+    }
+
+
+def shuffle_options(question: str, options: list[str], answer_index: int, seed: int) -> tuple[list[str], int]:
+    """A permutation seeded by ``(seed, question)`` only; returns the new options and the answer's new index."""
+    rng = random.Random(f"{seed}\x00{' '.join(question.split())}")  # str seeds hash with sha512: stable everywhere
+    order = list(range(len(options)))
+    rng.shuffle(order)
+    return [options[i] for i in order], order.index(answer_index)
+
+
+def _distractor_request(row: dict, options: list[str], k: int, attempt: int) -> ChatRequest:
+    correct = options[row["answer_index"]]
+    wrong = [o for i, o in enumerate(options) if i != row["answer_index"]]
+    prompt = DISTRACTOR_PROMPT.format(
+        question=row["question"], answer=correct, existing="\n".join(f"- {o}" for o in wrong) or "(none)", k=k
+    )
+    return ChatRequest(
+        messages=[{"role": "user", "content": prompt}], json_schema=distractor_schema(k), sample_index=attempt
+    )
+
+
+def _new_distractors(text: str, existing: list[str]) -> list[str]:
+    obj, _ = extract_json(text)
+    items = obj.get("distractors") if isinstance(obj, dict) else obj if isinstance(obj, list) else None
+    if not isinstance(items, list):
+        return []
+    seen = {_norm(o) for o in existing}
+    out = []
+    for it in items:
+        if not isinstance(it, str | int | float) or isinstance(it, bool):
+            continue
+        s = str(it).strip()
+        if s and _norm(s) not in seen and not s.lower().startswith(("all of the", "none of the")):
+            seen.add(_norm(s))
+            out.append(s)
+    return out
+
+
+def complete_options(
+    questions: list[dict], client: LLMClient | None, cfg: OptionsConfig
+) -> tuple[list[dict], dict[str, int], dict[str, int]]:
+    """Bring every question to ``num_options`` options and shuffle them.
+
+    Input rows have ``options`` (list) and ``answer_index``; output rows have ``options`` as the A..J struct
+    (:func:`wildsci.schema.options_dict`) and ``answer`` (a letter). Returns rows, drops and the answer-letter
+    distribution of the kept rows.
+    """
+    drops: Counter[str] = Counter()
+    work: list[tuple[dict, list[str]]] = []
+    for row in questions:
+        opts = row.get("options")
+        if isinstance(opts, dict):
+            from wildsci.schema import options_list
+
+            opts = options_list(opts)
+        opts = [str(o).strip() for o in (opts or [])]
+        idx = row.get("answer_index")
+        if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < len(opts):
+            drops["bad_answer_index"] += 1
+        elif any(not o for o in opts):
+            drops["empty_option"] += 1
+        elif len({_norm(o) for o in opts}) != len(opts):
+            drops["duplicate_options"] += 1
+        elif len(opts) > cfg.num_options:
+            drops["too_many_options"] += 1
+        elif len(opts) < cfg.num_options and not (cfg.generate_distractors and client is not None):
+            drops["too_few_options"] += 1
+        else:
+            work.append((row, opts))
+
+    errors = Counter()
+    for attempt in range(cfg.max_attempts):
+        short = [i for i, (_, opts) in enumerate(work) if len(opts) < cfg.num_options]
+        if not short:
+            break
+        reqs = [_distractor_request(work[i][0], work[i][1], cfg.num_options - len(work[i][1]), attempt) for i in short]
+        results = client.chat(reqs, desc=f"distractors (try {attempt + 1})")
+        for i, res in zip(short, results, strict=True):
+            row, opts = work[i]
+            if res.text is None:
+                errors[i] += 1
+                continue
+            need = cfg.num_options - len(opts)
+            work[i] = (row, opts + _new_distractors(res.text, opts)[:need])
+
+    out: list[dict] = []
+    letters: Counter[str] = Counter()
+    for i, (row, opts) in enumerate(work):
+        if len(opts) < cfg.num_options:
+            drops["llm_error" if errors[i] == cfg.max_attempts else "not_enough_distractors"] += 1
+            continue
+        shuffled, new_idx = shuffle_options(row["question"], opts, row["answer_index"], cfg.seed)
+        new = {k: v for k, v in row.items() if k != "answer_index"}
+        new["options"] = options_dict(shuffled)
+        new["answer"] = LETTERS[new_idx]
+        letters[new["answer"]] += 1
+        out.append(new)
+    distribution = {letter: letters.get(letter, 0) for letter in LETTERS[: cfg.num_options]}
+    return out, dict(drops), distribution

@@ -1,0 +1,143 @@
+"""lighteval 0.13 as this kit needs it: offline-safe start-up and a response cache that knows about weights.
+
+Two problems with the stock ``lighteval`` command, and what this module does about them:
+
+1. **Offline start-up.** Every ``lighteval`` command imports all built-in tasks; one of them
+   (``tiny_benchmarks``) downloads a pickle from GitHub *at import time* and raises when there is no network,
+   so the CLI dies before reading any argument. :func:`main` (console script ``wildsci-lighteval``, or
+   ``python -m wildsci.lighteval_compat``) imports that module with connection errors turned into a failed
+   download -- exactly what happens online when GitHub answers 404 -- and then runs lighteval's own CLI
+   unchanged: same sub-commands, same arguments. Online, the stock ``lighteval`` command works as is
+   (with ``huggingface_hub<2`` and ``xxhash<4``, which the ``eval`` extra pins).
+
+2. **Stale cached responses.** lighteval caches every generation under a hash of the *model arguments*
+   (``model_name=/path/to/checkpoint,...``), not of the weights: retrain into the same folder and it
+   silently serves the old model's answers. :func:`install_weights_aware_cache` adds a fingerprint of the
+   weights on disk (:func:`weights_fingerprint`) to that hash. ``eval_tasks/wildsci_tasks.py`` installs it
+   when lighteval loads it as ``--custom-tasks``, i.e. before the model and its cache are created, so the fix
+   applies to the stock ``lighteval`` command too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from wildsci.errors import UserError
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_META_FILES = ("config.json", "generation_config.json", "adapter_config.json")
+_SAMPLE_BYTES = 4 << 20  # hash the first and last 4 MiB of each weight file (plus its size and mtime)
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    h = hashlib.sha256(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(_SAMPLE_BYTES))
+        if st.st_size > 2 * _SAMPLE_BYTES:
+            fh.seek(-_SAMPLE_BYTES, os.SEEK_END)
+            h.update(fh.read(_SAMPLE_BYTES))
+    return h.hexdigest()
+
+
+def weights_fingerprint(model_name: str, revision: str | None = None, subfolder: str | None = None) -> str:
+    """A short hash that changes whenever the weights a model reference points at change.
+
+    Local folder: size, mtime and the first/last 4 MiB of every weight file plus the config files (a full hash
+    of a 15 GB checkpoint would cost minutes per run). Hub id: the commit of the snapshot in the local Hub
+    cache (lighteval has downloaded it by the time its cache is created), else the revision as given.
+    """
+    p = Path(model_name).expanduser()
+    if subfolder:
+        p = p / subfolder
+    if p.is_dir():
+        parts = []
+        for f in sorted(p.iterdir()):
+            if f.is_file() and (f.suffix in _WEIGHT_SUFFIXES or f.name in _META_FILES):
+                parts.append(
+                    _file_digest(f) if f.suffix in _WEIGHT_SUFFIXES else hashlib.sha256(f.read_bytes()).hexdigest()
+                )
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model_name, "config.json", revision=revision or "main")
+    except Exception:  # an unusual id format: fall back to the revision string
+        cached = None
+    if isinstance(cached, str):
+        snapshot = Path(cached).parent.name  # .../snapshots/<commit>/config.json
+        return f"hub-{snapshot[:16]}"
+    return f"rev-{revision or 'main'}"
+
+
+def install_weights_aware_cache() -> None:
+    """Make lighteval's ``SampleCache`` key on the weights as well as on the model arguments (idempotent)."""
+    from lighteval.utils.cache_management import SampleCache
+
+    original = SampleCache.get_model_hash
+    if getattr(original, "_wildsci_weights_aware", False):
+        return
+
+    def get_model_hash(self, model_config) -> str:
+        base = original(self, model_config)
+        name = getattr(model_config, "model_name", None)
+        if not name:
+            return base
+        fp = weights_fingerprint(
+            name, getattr(model_config, "revision", None), getattr(model_config, "subfolder", None)
+        )
+        return hashlib.sha256(f"{base}:{fp}".encode()).hexdigest()[:16]
+
+    get_model_hash._wildsci_weights_aware = True  # type: ignore[attr-defined]
+    SampleCache.get_model_hash = get_model_hash
+
+
+def import_builtin_tasks_offline_safe() -> None:
+    """Import lighteval's ``tiny_benchmarks`` with network failures turned into a failed download.
+
+    Only ``requests.get`` during that one import is affected, and only connection errors: online, the
+    download happens exactly as in the stock command.
+    """
+    if "lighteval.tasks.tasks.tiny_benchmarks" in sys.modules:
+        return
+    import requests
+
+    original = requests.get
+
+    def get(url, *args, **kwargs):
+        try:
+            return original(url, *args, **kwargs)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+            failed = requests.models.Response()
+            failed.status_code = 503  # tiny_benchmarks only writes its file on 200
+            failed.url = url
+            return failed
+
+    requests.get = get
+    try:
+        import lighteval.tasks.tasks.tiny_benchmarks  # noqa: F401
+    finally:
+        requests.get = original
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``wildsci-lighteval ...``: lighteval's own CLI, offline-safe, with the weights-aware response cache."""
+    import_builtin_tasks_offline_safe()
+    install_weights_aware_cache()
+    from lighteval.__main__ import app
+
+    try:
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="wildsci-lighteval", standalone_mode=True)
+    except SystemExit as e:  # typer exits with the command's status
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    except UserError as e:
+        print(f"wildsci-lighteval: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

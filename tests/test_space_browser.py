@@ -1,0 +1,129 @@
+"""The Space in a real browser: Playwright drives Debian's headless chromium against ``python space/app.py``.
+
+It picks a question through the discipline / subdomain / question dropdowns, presses "Ask the model" with
+side-by-side on, waits for both streamed answers and checks the verdicts shown against the dataset's gold
+answer and :func:`wildsci.answers.extract_answer` of the text on the page. A screenshot is saved to
+``tests/artifacts/space.png``. ``make test`` installs chromium (``make browser``); without it the test skips.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from space_harness import shared_space
+
+from wildsci.answers import extract_answer
+from wildsci.dataset_io import load_wildsci
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium (make browser)"),
+]
+
+
+@pytest.fixture(scope="module")
+def server():
+    return shared_space()  # one server for the Space's API, browser and load tests
+
+
+@pytest.fixture()
+def page(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),  # a fresh user-data-dir
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 1400},
+        )
+        try:
+            pg = ctx.new_page()
+            pg.set_default_timeout(60_000)
+            yield pg
+        finally:
+            ctx.close()
+
+
+def _choose(page, dropdown_id: str, label: str) -> None:
+    page.click(f"#{dropdown_id} input")
+    page.click(f"#{dropdown_id} li[role=option][aria-label={label!r}]")
+
+
+def _verdict_ok(verdict: str, text: str, gold: str) -> None:
+    """The verdict on the page says what extract_answer says about the text on the page."""
+    e = extract_answer(text, 10)
+    assert f"Gold answer: {gold}" in verdict
+    if e.letter:
+        assert f"Model answer: {e.letter}" in verdict
+    else:
+        assert "Model answer: none" in verdict
+    assert ("Correct" in verdict.replace("Incorrect", "")) == (e.letter == gold)
+    assert ("Incorrect" in verdict) == (e.letter != gold)
+
+
+def test_pick_a_question_ask_and_see_the_verdict_in_chromium(server, page):
+    test = load_wildsci(str(server.dataset), split="test")
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.wait_for_selector("#ask-btn")
+    assert "WildSci" in page.title()
+
+    _choose(page, "discipline", "Biology")
+    page.wait_for_function("document.querySelector('#row input').value !== '0'")
+    _choose(page, "subdomain", "Neuroscience")
+    row = next(i for i in range(len(test)) if test[i]["nc_subdomain"] == "Neuroscience")
+    page.wait_for_function(f"document.querySelector('#row input').value === '{row}'")
+    _choose(page, "pick", page.locator("#pick input").input_value())  # the question picker lists it
+    view = page.locator("#question-view")
+    assert "Biology › Neuroscience" in view.inner_text()
+    assert test[row]["question"] in view.inner_text()
+
+    assert page.locator("#compare input").is_checked(), "two different models: side by side is on"
+    page.click("#ask-btn")
+    page.wait_for_function(
+        "['#ft-verdict', '#base-verdict'].every(s => document.querySelector(s).innerText.includes('Gold answer'))"
+    )
+    gold = test[row]["answer"]
+    for side in ("ft", "base"):
+        text = page.locator(f"#{side}-text textarea").input_value()
+        assert text.strip(), f"no streamed text on the {side} side"
+        _verdict_ok(page.locator(f"#{side}-verdict").inner_text(), text, gold)
+    verdict = page.locator("#ft-verdict").inner_text()
+    assert f"Voting class: {test[row]['voting_type']}" in verdict
+    assert re.search(r"answered in [\d.]+ s on cpu", page.locator("#status").inner_text())
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "space.png"), full_page=True)
+
+
+def test_own_question_and_bad_input_in_chromium(server, page):
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Your own question").click()
+    page.fill("#own-q textarea", "Which gas makes up most of Earth's atmosphere?")
+    page.fill("#own-options textarea", "Oxygen")
+    page.click("#own-btn")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('give 2 to 10 options')")
+    assert "one per line (got 1)" in page.locator("#status").inner_text()
+
+    page.fill("#own-options textarea", "A. Oxygen\nB. Nitrogen\nC. Argon")
+    _choose(page, "own-gold", "B")
+    page.click("#own-btn")
+    page.wait_for_function("document.querySelector('#ft-verdict').innerText.includes('Gold answer')")
+    text = page.locator("#ft-text textarea").input_value()
+    assert extract_answer(text, 3).status != "ok" or extract_answer(text, 3).letter in "ABC"
+    _verdict_ok(page.locator("#ft-verdict").inner_text(), text, "B")
