@@ -26,7 +26,8 @@ What every task shares, and why:
   ``Other`` (NaN where a task has no question of that discipline);
 - Hub datasets are pinned to a revision; any source can be a local file instead (see ``eval_tasks/README.md``).
 
-Importing this file also makes lighteval's response cache weights-aware (see :mod:`wildsci.lighteval_compat`).
+Importing this file also makes lighteval's response cache weights-aware (see :mod:`wildsci.lighteval_compat`)
+and lighteval's built-in task import offline-safe for later in-process use.
 """
 
 from __future__ import annotations
@@ -57,11 +58,13 @@ from wildsci.eval_sources import (
     prepare_task,
     read_rows,
 )
-from wildsci.lighteval_compat import install_weights_aware_cache
+from wildsci.lighteval_compat import import_builtin_tasks_offline_safe, install_weights_aware_cache
 from wildsci.prompts import format_question
 
 logger = logging.getLogger(__name__)
 install_weights_aware_cache()
+# For the Python API (``Registry(custom_tasks=...)`` in-process): built-ins imported after this stay offline-safe.
+import_builtin_tasks_offline_safe()
 
 #: rows the prompt function could not turn into a question, by task and reason (Hub sources; local files are
 #: counted when they are prepared)

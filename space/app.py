@@ -66,40 +66,37 @@ from wildsci.schema import VOTING_TYPES, options_list  # noqa: E402
 from wildsci.taxonomy import load_taxonomy  # noqa: E402
 
 HUB_DATASET = "JustinTX/WildSci"
-LOCAL_DEMO_DATASET = "runs/demo/dataset"
+#: where `make demo` writes its dataset: relative to the working directory, then to the checkout
+LOCAL_DEMO_DATASETS = (Path("runs/demo/dataset"), _HERE.parent / "runs" / "demo" / "dataset")
 ALL = "All"
 MAX_TEMPERATURE = 2.0
 MAX_LISTED = 200  # questions listed in the picker per filter (random picks from all of them)
 
 
 # --------------------------------------------------------------------------------------------------- config
+def _env(name: str, default: Any, help: str):
+    return field(default=default, metadata={"env": f"WILDSCI_SPACE_{name}", "help": help})
+
+
 @dataclass
 class SpaceConfig:
-    """What the Space serves and its limits. Every field can be set with the environment variable in ``env``."""
+    """What the Space serves and its limits; each field is read from the ``WILDSCI_SPACE_*`` variable it names."""
 
-    model: str = field(default="", metadata={"env": "WILDSCI_SPACE_MODEL", "help": "finetuned model; '' = base"})
-    base_model: str = field(
-        default=DEFAULT_MODEL, metadata={"env": "WILDSCI_SPACE_BASE_MODEL", "help": "base model to compare with"}
-    )
-    dataset: str = field(
-        default="", metadata={"env": "WILDSCI_SPACE_DATASET", "help": f"'' = {LOCAL_DEMO_DATASET} or {HUB_DATASET}"}
-    )
-    split: str = field(default="", metadata={"env": "WILDSCI_SPACE_SPLIT", "help": "'' = test, validation, train"})
-    host: str = field(default="127.0.0.1", metadata={"env": "WILDSCI_SPACE_HOST", "help": "address to bind"})
-    port: int = field(default=7860, metadata={"env": "WILDSCI_SPACE_PORT", "help": "port to bind"})
-    max_new_tokens: int = field(default=256, metadata={"env": "WILDSCI_SPACE_MAX_NEW_TOKENS", "help": "default"})
-    max_new_tokens_limit: int = field(
-        default=1024, metadata={"env": "WILDSCI_SPACE_MAX_NEW_TOKENS_LIMIT", "help": "most a user may ask for"}
-    )
-    max_question_chars: int = field(default=2000, metadata={"env": "WILDSCI_SPACE_MAX_QUESTION_CHARS", "help": ""})
-    max_option_chars: int = field(default=300, metadata={"env": "WILDSCI_SPACE_MAX_OPTION_CHARS", "help": ""})
-    max_prompt_tokens: int = field(default=2048, metadata={"env": "WILDSCI_SPACE_MAX_PROMPT_TOKENS", "help": ""})
-    concurrency: int = field(default=2, metadata={"env": "WILDSCI_SPACE_CONCURRENCY", "help": "answers at once"})
-    queue_size: int = field(default=64, metadata={"env": "WILDSCI_SPACE_QUEUE_SIZE", "help": "waiting requests"})
-    temperature: float = field(
-        default=0.0, metadata={"env": "WILDSCI_SPACE_TEMPERATURE", "help": "default; 0 = greedy, like the eval"}
-    )
-    preload: bool = field(default=True, metadata={"env": "WILDSCI_SPACE_PRELOAD", "help": "load models at start"})
+    model: str = _env("MODEL", "", "finetuned model (Hub id, folder, embedded:...); empty = the base model")
+    base_model: str = _env("BASE_MODEL", DEFAULT_MODEL, "base model shown side by side with the finetuned one")
+    dataset: str = _env("DATASET", "", f"WildSci-format data; empty = runs/demo/dataset if there, else {HUB_DATASET}")
+    split: str = _env("SPLIT", "", "split to browse; empty = the first of test, validation, train")
+    host: str = _env("HOST", "127.0.0.1", "address to listen on (Spaces set GRADIO_SERVER_NAME=0.0.0.0)")
+    port: int = _env("PORT", 7860, "port to listen on (or GRADIO_SERVER_PORT)")
+    max_new_tokens: int = _env("MAX_NEW_TOKENS", 256, "default generation length shown on the slider")
+    max_new_tokens_limit: int = _env("MAX_NEW_TOKENS_LIMIT", 1024, "longest generation a user may ask for")
+    max_question_chars: int = _env("MAX_QUESTION_CHARS", 2000, "longest typed question, in characters")
+    max_option_chars: int = _env("MAX_OPTION_CHARS", 300, "longest typed option, in characters")
+    max_prompt_tokens: int = _env("MAX_PROMPT_TOKENS", 2048, "longest prompt (question + options) in tokens")
+    concurrency: int = _env("CONCURRENCY", 2, "generations running at once; more requests wait in the queue")
+    queue_size: int = _env("QUEUE_SIZE", 64, "requests that may wait in the queue before new ones are refused")
+    temperature: float = _env("TEMPERATURE", 0.0, "default temperature; 0 = greedy, as in the evaluation")
+    preload: bool = _env("PRELOAD", True, "load the models at start-up (required on ZeroGPU) rather than on first use")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SpaceConfig:
@@ -180,11 +177,16 @@ class ChatModel:
 
             path = self._resolve()
             dev = device()
-            dtype = torch.bfloat16 if dev == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+            if dev != "cuda":
+                dtype = torch.float32
+            elif os.environ.get("SPACES_ZERO_GPU") == "true":  # CUDA is emulated at start-up: do not probe it
+                dtype = torch.bfloat16
+            else:
+                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             try:
                 tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
-            except OSError as e:
+            except (OSError, ValueError) as e:  # not found / offline / not a causal LM
                 first = str(e).splitlines()[0] if str(e) else type(e).__name__
                 hint = "check the model id / folder, or your network"
                 raise UserError(f"cannot load model {self.ref!r}: {first} -- {hint}") from None
@@ -495,7 +497,8 @@ class SpaceState:
                 "No finetuned model configured (set `WILDSCI_SPACE_MODEL`): both sides show the base model."
             )
         self.bank: QuestionBank | None = None
-        ref = cfg.dataset or (LOCAL_DEMO_DATASET if Path(LOCAL_DEMO_DATASET).is_dir() else HUB_DATASET)
+        local = next((str(p) for p in LOCAL_DEMO_DATASETS if (p / "data").is_dir()), None)
+        ref = cfg.dataset or local or HUB_DATASET
         try:
             self.bank = QuestionBank.load(ref, cfg.split)
         except UserError as e:
@@ -544,7 +547,7 @@ class SpaceState:
                 res[tag] = judge(q, text[tag], ref, True, value)
             else:
                 res[tag] = {"model": ref, "finished": True, "error": f"generation failed: {value}"}
-        failed = [res[t]["model"] for t in res if res[t].get("error")]
+        failed = list(dict.fromkeys(res[t]["model"] for t in res if res[t].get("error")))
         if failed:
             status = f"⚠️ generation failed for {', '.join(failed)}"
         else:
@@ -602,6 +605,7 @@ def build_app(cfg: SpaceConfig | None = None, state: SpaceState | None = None) -
 
     with gr.Blocks(title="WildSci: science questions from papers", analytics_enabled=False) as demo:
         demo.wildsci_theme = theme  # applied by launch() (Gradio 6 takes the theme there)
+        demo.wildsci_state = st
         gr.Markdown(
             "# 🔬 WildSci\nMultiple-choice science questions synthesized from peer-reviewed papers. "
             "Pick a question (or type one), and watch the model reason; the answer letter is read by the same "
@@ -638,9 +642,18 @@ def build_app(cfg: SpaceConfig | None = None, state: SpaceState | None = None) -
                 view = gr.Markdown(render_question(q0), elem_id="question-view")
                 ask_btn = gr.Button("Ask the model", variant="primary", elem_id="ask-btn")
             with gr.Tab("Your own question", id="own"):
-                own_q = gr.Textbox(label="Question", lines=3, max_length=cfg.max_question_chars, elem_id="own-q")
+                own_q = gr.Textbox(
+                    label="Question",
+                    lines=3,
+                    max_length=cfg.max_question_chars,
+                    placeholder="Which process converts atmospheric nitrogen into ammonia?",
+                    elem_id="own-q",
+                )
                 own_opts = gr.Textbox(
-                    label=f"Options, one per line (2-{len(LETTERS)})", lines=5, elem_id="own-options"
+                    label=f"Options, one per line (2-{len(LETTERS)})",
+                    lines=5,
+                    placeholder="Photosynthesis\nNitrogen fixation\nDenitrification\nNitrification",
+                    elem_id="own-options",
                 )
                 own_gold = gr.Dropdown(
                     ["(none)", *LETTERS], value="(none)", label="Correct answer (optional)", elem_id="own-gold"
@@ -650,7 +663,7 @@ def build_app(cfg: SpaceConfig | None = None, state: SpaceState | None = None) -
         status = gr.Markdown("", elem_id="status")
         with gr.Row(equal_height=False):
             with gr.Column():
-                gr.Markdown("### Finetuned model")
+                gr.Markdown("### Finetuned model" if st.base is not st.finetuned else "### Model")
                 ft_text = gr.Textbox(label="Reasoning (streamed)", lines=10, max_lines=20, elem_id="ft-text")
                 ft_md = gr.Markdown(elem_id="ft-verdict")
                 ft_res = gr.JSON(label="Result", visible=False)
@@ -728,6 +741,11 @@ def main() -> int:
     except UserError as e:
         print(f"wildsci space: error: {e}", file=sys.stderr)
         return 2
+    st = demo.wildsci_state
+    data = f"{st.bank.ref} ({st.bank.split}, {len(st.bank)} questions)" if st.bank else "none"
+    print(f"wildsci space: finetuned={st.finetuned.ref} base={st.base.ref} dataset={data} device={device()}")
+    for note in st.notices:
+        print(f"wildsci space: note: {note}")
     print(f"wildsci space: serving on http://{cfg.host}:{cfg.port}", flush=True)
     launch(demo, cfg)
     return 0

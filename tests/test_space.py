@@ -4,6 +4,7 @@ loopback driven with ``gradio_client`` against the tiny model and a fixture data
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 import urllib.request
 
@@ -82,7 +83,8 @@ def test_own_question_drops_typed_letter_labels(app):
 
 
 def test_no_dataset_offline_still_answers_own_questions(app, tiny_model, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no runs/demo/dataset here: the Hub id is tried, and fails offline
+    monkeypatch.setattr(app, "LOCAL_DEMO_DATASETS", (tmp_path / "runs/demo/dataset",))  # no demo run here:
+    # the Hub id is tried, and fails offline
     st = app.SpaceState(app.SpaceConfig(base_model=tiny_model))
     assert st.bank is None
     assert any("JustinTX/WildSci" in n and "type your own question" in n for n in st.notices)
@@ -203,3 +205,102 @@ def test_no_secret_reaches_the_page_or_the_api(server, client):
             assert FAKE_TOKEN not in r.read().decode("utf-8", "replace")
     assert FAKE_TOKEN not in str(client.predict(0, True, 4, 1.0, api_name="/ask"))
     assert FAKE_TOKEN not in server.log.read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_answers_a_real_arc_question(app, embedded_model, shared_data):
+    """The default local setup (``python space/app.py``: embedded SmolLM2) on a real ARC-Challenge question."""
+    import json
+
+    line = (shared_data / "benchmarks" / "arc_challenge_test.jsonl").open(encoding="utf-8").readline()
+    arc = json.loads(line)
+    cfg = app.SpaceConfig(dataset="/nonexistent/dataset")
+    st = app.SpaceState(cfg)
+    assert st.finetuned.ref == "embedded:smollm2-135m-instruct"
+    q = app.parse_own_question(arc["question"], "\n".join(arc["options"]), arc["answer"], cfg)
+    frames = list(st.answer(q, compare=False, max_new_tokens=48, temperature=0))
+    text, res, verdict, *_, status = frames[-1]
+    assert len(frames) > 3 and len(text.split()) >= 3, f"expected streamed English text, got {text!r}"
+    e = extract_answer(text, len(arc["options"]))
+    assert (res["letter"], res["extraction"], res["gold"]) == (e.letter, e.status, arc["answer"])
+    assert res["correct"] == (e.letter == arc["answer"]) and status.startswith("✅")
+
+
+# ------------------------------------------------------------------------------------------------ deployment
+class _RecordingHfApi:
+    """``HfApi`` at the boundary: records what would be sent to the Hub and writes the commit to a folder."""
+
+    def __init__(self, out):
+        self.out, self.calls = out, []
+
+    def create_repo(self, repo_id, **kw):
+        self.calls.append(("create_repo", repo_id, kw))
+
+    def create_commit(self, repo_id, operations, **kw):
+        self.calls.append(("create_commit", repo_id, kw))
+        for op in operations:
+            dest = self.out / op.path_in_repo
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(op.path_or_fileobj)
+
+    def add_space_variable(self, repo_id, key, value):
+        self.calls.append(("variable", key, value))
+
+    def request_space_hardware(self, repo_id, hardware):
+        self.calls.append(("hardware", repo_id, hardware))
+
+
+@pytest.fixture(scope="module")
+def deploy_mod():
+    spec = importlib.util.spec_from_file_location("wildsci_space_deploy", APP.parent / "deploy.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["wildsci_space_deploy"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_deploy_uploads_a_self_contained_space(deploy_mod, tmp_path):
+    import ast
+
+    from huggingface_hub import SpaceCard
+
+    api = _RecordingHfApi(tmp_path / "space")
+    args = deploy_mod.parse_args(["--space-id", "me/wildsci", "--model", "me/smollm2-grpo", "--hardware", "zero-a10g"])
+    assert deploy_mod.deploy(args, api=api) == "https://huggingface.co/spaces/me/wildsci"
+    kinds = [c[0] for c in api.calls]
+    assert kinds[:2] == ["create_repo", "create_commit"] and kinds[-1] == "hardware"
+    assert api.calls[0][2] == {"repo_type": "space", "space_sdk": "gradio", "private": False, "exist_ok": True}
+    variables = {c[1]: c[2] for c in api.calls if c[0] == "variable"}
+    assert variables == {
+        "WILDSCI_SPACE_MODEL": "me/smollm2-grpo",
+        "WILDSCI_SPACE_BASE_MODEL": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "WILDSCI_SPACE_DATASET": "JustinTX/WildSci",
+    }
+    card = SpaceCard.load(tmp_path / "space" / "README.md")
+    assert card.data.sdk == "gradio" and card.data.app_file == "app.py"
+    assert card.data.sdk_version == __import__("gradio").__version__, "README sdk_version must match gradio"
+    assert card.data.models == ["me/smollm2-grpo", "HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert card.data.datasets == ["JustinTX/WildSci"] and len(card.data.short_description) <= 60
+
+    # every wildsci module that app.py (and what it uploads) imports at the top is uploaded
+    uploaded = {p.stem for p in (tmp_path / "space" / "wildsci").iterdir()}
+    for f in [tmp_path / "space" / "app.py", *(tmp_path / "space" / "wildsci").glob("*.py")]:
+        for node in ast.parse(f.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wildsci."):
+                assert node.module.split(".")[1] in uploaded, f"{f.name} imports {node.module}, not uploaded"
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import wildsci, wildsci.prompts, wildsci.dataset_io;"
+        "from wildsci.taxonomy import load_taxonomy; assert wildsci.__file__.startswith(sys.argv[1]);"
+        "assert len(load_taxonomy().subdomains) == 26; print(wildsci.prompts.format_question('Q?', ['a', 'b']))"
+    )
+    p = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "space")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "A. a\nB. b" in p.stdout
+
+
+def test_deploy_refuses_local_models_in_one_line(deploy_mod, capsys):
+    rc = deploy_mod.main(["--space-id", "me/x", "--model", "embedded:smollm2-135m-instruct", "--dry-run"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wildsci space deploy: error: --model 'embedded:smollm2-135m-instruct' is not a Hub id")
+    assert "\n" not in err

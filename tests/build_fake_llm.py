@@ -1,0 +1,156 @@
+"""A deterministic OpenAI-compatible chat server on 127.0.0.1 for the dataset-builder tests.
+
+It stands in for vLLM at the HTTP boundary, so the real ``wildsci build`` (openai backend, cache, every stage)
+runs in seconds and is exactly reproducible. Answers depend only on the request body (messages, seed,
+schema), like a seeded real server. Markers in a passage steer the generator into each failure the pipeline
+must count: ``FAKE:not_json``, ``FAKE:truncated``, ``FAKE:3opts``, ``FAKE:11opts``, ``FAKE:bad_answer``,
+``FAKE:dup_options``, ``FAKE:empty_option``, ``FAKE:refers``, ``FAKE:6opts`` (the options stage must add
+distractors), ``FAKE:http500`` (the call fails: llm_error), ``FAKE:unlabelable`` in a title (the labeler answers
+outside the taxonomy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from wildsci.answers import LETTERS
+
+
+def _h(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256("\x00".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+class FakeLLM:
+    """``with FakeLLM(delay_s=0.0) as llm: ... llm.base_url, llm.requests``."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.requests = 0
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with fake.lock:
+                    fake.requests += 1
+                if fake.delay_s:
+                    time.sleep(fake.delay_s)
+                status, text, finish = fake.answer(body)
+                if status != 200:
+                    payload = json.dumps({"error": {"message": "fake failure", "type": "server_error"}}).encode()
+                else:
+                    payload = json.dumps(
+                        {
+                            "id": "fake",
+                            "object": "chat.completion",
+                            "created": 0,
+                            "model": body.get("model", "fake"),
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "message": {"role": "assistant", "content": text},
+                                    "finish_reason": finish,
+                                }
+                            ],
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                        }
+                    ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeLLM:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # ------------------------------------------------------------------------------------ answers
+    def answer(self, body: dict) -> tuple[int, str, str]:
+        user = "\n".join(m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user")
+        seed = body.get("seed", 0)
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+        props = schema.get("properties", {})
+        if "FAKE:http500" in user:
+            return 500, "", "stop"
+        if "question" in props:
+            return 200, *self.generate(user, seed)
+        if "distractors" in props:
+            k = props["distractors"].get("minItems", 3)
+            base = _h(user, seed) % 10_000
+            return 200, json.dumps({"distractors": [f"Unrelated claim number {base + i}" for i in range(k)]}), "stop"
+        if "choice" in props:
+            choices = props["choice"]["enum"]
+            if set(choices) <= set(LETTERS):
+                return 200, json.dumps({"choice": self.vote(user, seed, choices)}), "stop"
+            if "FAKE:unlabelable" in user:
+                return 200, json.dumps({"choice": "Alchemy"}), "stop"
+            m = re.search(r"SUBDOMAIN=([A-Za-z -]+?)\.", user)
+            pick = m.group(1) if m and m.group(1) in choices else choices[_h(user) % len(choices)]
+            return 200, json.dumps({"choice": pick}), "stop"
+        return 200, "I cannot help with that.", "stop"
+
+    def generate(self, user: str, seed: int) -> tuple[str, str]:
+        excerpt = user.split("Excerpt:", 1)[-1]
+        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", excerpt) if len(s.split()) >= 6]
+        sentence = sentences[_h(excerpt, seed) % len(sentences)] if sentences else excerpt.strip()[:200]
+        words = re.findall(r"[A-Za-z]+", sentence)
+        topic = " ".join(words[:8])
+        q = f"Which conclusion follows from the finding that {topic.lower()} (variant {_h(sentence, seed) % 997})?"
+        correct = f"SUPPORTED: {sentence[:120]}"
+        wrong = [f"The opposite of {' '.join(words[i : i + 3]).lower()} holds (case {i})" for i in range(9)]
+        options = [correct, *wrong]
+        ans = _h("answer", sentence, seed) % 10
+        options[0], options[ans] = options[ans], options[0]
+        obj = {"question": q, "options": options, "answer": LETTERS[ans], "rationale": f"Stated: {sentence[:80]}"}
+        if "FAKE:not_json" in excerpt:
+            return "Here is a question about lasers, written as prose rather than JSON.", "stop"
+        if "FAKE:truncated" in excerpt:
+            return json.dumps(obj)[:60], "length"
+        if "FAKE:3opts" in excerpt:
+            obj.update(options=options[:3], answer="A")
+        elif "FAKE:11opts" in excerpt:
+            obj.update(options=[*options, "An eleventh option"])
+        elif "FAKE:6opts" in excerpt:
+            obj.update(options=[correct, *wrong[:5]], answer="A")
+        elif "FAKE:bad_answer" in excerpt:
+            obj.update(answer="not one of them")
+        elif "FAKE:dup_options" in excerpt:
+            obj["options"][1] = obj["options"][2]
+        elif "FAKE:empty_option" in excerpt:
+            obj["options"][4] = "  "
+        elif "FAKE:refers" in excerpt:
+            obj["question"] = "According to the authors, " + q
+        return json.dumps(obj), "stop"
+
+    def vote(self, user: str, seed: int, letters: list[str]) -> str:
+        """Voters find the SUPPORTED option with a question-dependent skill, else pick a hashed wrong letter."""
+        gold = next((m.group(1) for m in re.finditer(r"^([A-J])\. SUPPORTED:", user, re.M)), None)
+        stem = user.split("Options:")[0]
+        skill = 2 if "skilltwo" in stem else _h("skill", stem) % 5  # 0..4 out of 4: some easy, some hard
+        if gold and _h("vote", user, seed) % 4 < skill:
+            return gold
+        return letters[_h("wrong", user, seed) % len(letters)]

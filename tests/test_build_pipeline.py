@@ -1,0 +1,287 @@
+"""``wildsci build`` end to end through the CLI: every stage, every drop reason, resume after SIGKILL, shards.
+
+The LLM is a deterministic OpenAI-compatible server on loopback (tests/build_fake_llm.py) so that the real
+pipeline (openai backend, call cache, checkpoints, parquet, card) runs in seconds; the embedded-model builds
+of the shipped recipes are the ``slow`` tests at the bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from build_fake_llm import FakeLLM
+
+from wildsci.schema import validate_row
+
+BENCH_QUESTION = (
+    "A photon travelling through a dispersive glass fibre of refractive index one point five spreads out in time "
+    "because different wavelengths travel at different group velocities in the medium"
+)
+
+
+def sentence_text(topic: str, n: int = 4) -> str:
+    return " ".join(
+        f"Measurements of {topic} in sample {k} showed that the effect grows steadily with temperature and pressure."
+        for k in range(n)
+    )
+
+
+def write_corpus(path: Path) -> None:
+    """Good papers (each one subdomain), one paper per generator failure, and one row per ingest drop reason."""
+    good = [
+        ("p-neuro", "Synapses SUBDOMAIN=Neuroscience.", ["q-bio.NC"], "synaptic plasticity"),
+        ("p-optics", "Lasers SUBDOMAIN=Optics and photonics.", ["physics.optics"], "laser linewidth"),
+        ("p-geo", "Faults SUBDOMAIN=Geoscience.", ["seismology"], "fault slip"),
+        ("p-astro", "Halos SUBDOMAIN=Astrophysics and cosmology.", ["astro-ph.GA"], "galaxy rotation"),
+        ("p-micro", "Biofilms SUBDOMAIN=Microbiology.", ["microbiology"], "biofilm tolerance"),
+        ("p-stat", "Priors SUBDOMAIN=Applied mathematics and statistics.", ["stat.ME"], "posterior shrinkage"),
+        ("p-chem", "Catalysts SUBDOMAIN=Chemical synthesis and catalysis.", ["catalysis"], "catalyst turnover"),
+        ("p-bat", "Anodes SUBDOMAIN=Energy materials and devices.", ["batteries"], "anode plating"),
+        ("p-immu", "Boosters SUBDOMAIN=Immunology.", ["immunology"], "antibody affinity"),
+        ("p-eco", "Pollinators SUBDOMAIN=Ecology and biodiversity.", ["ecology"], "pollinator visits"),
+        ("p-ml", "Attention SUBDOMAIN=Computer science and artificial intelligence.", ["cs.LG"], "attention cost"),
+        ("p-ml-copy", "Attention again SUBDOMAIN=Computer science and artificial intelligence.", ["cs.LG"],
+         "attention cost"),  # same text as p-ml: its questions are near duplicates
+    ]
+    rows = [
+        {"id": pid, "title": t, "abstract": sentence_text(topic), "license": "CC-BY-4.0", "subfields": labels}
+        for pid, t, labels, topic in good
+    ]
+    failures = ["not_json", "truncated", "3opts", "11opts", "bad_answer", "dup_options", "empty_option", "refers",
+                "http500"]
+    for f in failures:
+        rows.append({"id": f"p-{f}", "title": f"Failure {f} SUBDOMAIN=Neuroscience.", "license": "CC0-1.0",
+                     "subfields": ["q-bio.NC"], "abstract": f"FAKE:{f} " + sentence_text("cortical oscillations", 3)})
+    rows.append({"id": "p-6opts", "title": "Six SUBDOMAIN=Geoscience.", "license": "CC0-1.0", "subfields": [],
+                 "abstract": "FAKE:6opts " + sentence_text("mantle convection", 3)})
+    rows.append({"id": "p-unlabelable", "title": "FAKE:unlabelable", "license": "CC0-1.0", "subfields": [],
+                 "abstract": sentence_text("skilltwo matter", 3)})
+    rows.append({"id": "p-contaminated", "title": "Fibres SUBDOMAIN=Optics and photonics.", "license": "CC-BY-4.0",
+                 "subfields": ["physics.optics"], "abstract": BENCH_QUESTION + "."})
+    rows.append({"id": "p-formula", "title": "Maths", "license": "CC-BY-4.0", "subfields": ["math.PR"],
+                 "body_sections": [{"section": "Proof", "text": " ".join(["{{formula:x}} holds for {{formula:y}}"] * 20)},
+                                   {"section": "Intro", "text": sentence_text("random polynomials", 3)}]})
+    bad = [
+        {"title": "no id", "abstract": sentence_text("x"), "license": "CC0-1.0"},
+        {"id": "p-notext", "title": "no text", "abstract": "", "license": "CC0-1.0"},
+        {"id": "p-nolicense", "title": "no licence", "abstract": sentence_text("y")},
+        {"id": "p-garbled", "title": "garbled", "abstract": "%$#@!&*^ 0101 ¤¤¤ ### " * 30, "license": "CC0-1.0"},
+        {"id": "p-short", "title": "short", "abstract": "Too short to ask anything.", "license": "CC0-1.0"},
+        {"id": "p-neuro", "title": "duplicate id", "abstract": sentence_text("z"), "license": "CC0-1.0"},
+        {"id": "p-heldout", "title": "held out", "abstract": sentence_text("w"), "license": "CC0-1.0", "split": "test"},
+        {"id": "p-refs", "title": "only references", "license": "CC0-1.0",
+         "body_sections": [{"section": "References", "text": sentence_text("citations", 6)}]},
+    ]
+    with path.open("wb") as fh:
+        for r in rows + bad:
+            fh.write((json.dumps(r) + "\n").encode())
+        fh.write(b'{"id": "p-latin1", "title": "caf\xe9", "abstract": "not utf-8 \xff\xfe"}\n')
+        fh.write(b'{"id": "p-broken", "title": \n')
+
+
+def write_recipe(tmp: Path, base_url: str, **extra) -> Path:
+    corpus = tmp / "papers.jsonl"
+    if not corpus.exists():
+        write_corpus(corpus)
+    bench = tmp / "bench.jsonl"
+    bench.write_text(json.dumps({"question": BENCH_QUESTION + "?", "options": ["a", "b"]}) + "\n")
+    recipe = {
+        "name": "fake-build",
+        "description": "A test build against a fake OpenAI-compatible server.",
+        "output_dir": str(tmp / "out"),
+        "sources": [{"path": str(corpus), "where": {"split": [None, "dev"]}}],
+        "chunking": {"max_tokens": 120, "min_words": 20},
+        "generator": {"backend": "openai", "model": "fake-llm", "base_url": base_url, "max_retries": 0,
+                      "concurrency": 4, "temperature": 0.7, "timeout_s": 20},
+        "generate": {"questions_per_chunk": 2},
+        "options": {"max_attempts": 1},
+        "vote": {"num_votes": 8, "constrained": True, "min_correct_votes": 1, "max_correct_votes": 7},
+        "decontamination": {"benchmarks": [{"name": "tinybench", "path": str(bench)}]},
+        "split": {"validation": 0.2, "test": 0.2},
+        **extra,
+    }
+    path = tmp / "recipes" / "data" / "fake.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def wildsci(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "wildsci.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def parquet_bytes(out: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted((out / "data").glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def full_build(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("full")
+    with FakeLLM() as llm:
+        recipe = write_recipe(tmp, llm.base_url)
+        proc = wildsci("build", str(recipe))
+        again = wildsci("build", str(recipe))
+        yield tmp, recipe, proc, again, llm.requests
+
+
+def test_build_every_stage_and_drop_reason(full_build):
+    from datasets import load_dataset
+
+    tmp, _, proc, _, _ = full_build
+    out = tmp / "out"
+    report = json.loads((out / "build_report.json").read_text())
+    assert [s["name"] for s in report["stages"]] == [
+        "ingest", "chunk", "generate", "options", "vote", "filter", "label", "validate", "dedup_decontaminate"
+    ]
+    expected = {
+        # ingest
+        "missing_id", "missing_text", "missing_license", "garbled_text", "too_short", "duplicate_paper", "filtered",
+        "not_utf8", "bad_json",
+        # chunk
+        "formula_heavy_passage",
+        # generate
+        "not_json", "truncated_json", "too_few_options", "too_many_options", "answer_not_in_options",
+        "duplicate_options", "empty_option", "refers_to_paper", "llm_error",
+        # label, dedup, decontamination
+        "unlabelable", "near_duplicate", "contaminated_tinybench",
+    }
+    assert expected <= set(report["drops"]), expected - set(report["drops"])
+    assert {"too_easy", "too_hard"} & set(report["drops"])  # the difficulty filter removed something
+    for st in report["stages"][2:]:
+        assert st["in"] - sum(st["drops"].values()) == st["out"], st  # every row accounted for
+    # the summary table lists every reason
+    for reason in expected:
+        assert reason in proc.stderr
+    # the dataset: Hub layout, schema-valid rows, splits grouped by paper
+    ds = load_dataset(str(out))
+    assert set(ds) == {"train", "validation", "test"} and all(len(ds[s]) for s in ds)
+    papers = {s: set(ds[s]["paper_id"]) for s in ds}
+    assert not (papers["train"] & papers["test"]) and not (papers["train"] & papers["validation"])
+    for split in ds.values():
+        for row in split:
+            assert validate_row(row) == [], row
+    assert sum(report["splits"].values()) == sum(len(ds[s]) for s in ds) == report["stages"][-1]["out"]
+    assert sum(report["letter_distribution"].values()) == sum(report["splits"].values())
+    assert report["decontamination"]["tinybench"]["removed"] >= 1
+    assert report["llm_calls"]["made"] > 0
+    # the 6-option question got 4 LLM distractors in the options stage and has 10 options A-J
+    options_rows = [json.loads(x) for x in (out / ".wildsci_build" / "options.jsonl").read_text().splitlines()]
+    six = [r for r in options_rows if r["paper_id"] == "p-6opts"]
+    assert six and all(sum(1 for v in r["options"].values() if v) == 10 for r in six)
+    assert any("Unrelated claim" in v for r in six for v in r["options"].values())
+
+
+def test_rerun_is_fully_cached_and_identical(full_build):
+    tmp, recipe, _, again, _ = full_build
+    report = json.loads((tmp / "out" / "build_report.json").read_text())
+    # failed calls (HTTP 500) are never cached, so a rerun retries exactly those; everything else is read back
+    assert report["llm_calls"]["made"] == 0, report["llm_calls"]
+    assert "from checkpoint" in again.stderr
+
+
+def test_kill_and_resume_gives_the_same_dataset(full_build, tmp_path):
+    full_tmp, _, _, _, _ = full_build
+    full_report = json.loads((full_tmp / "out" / "build_report.json").read_text())
+    first_made = json.loads((full_tmp / "out" / ".wildsci_build" / "manifest.json").read_text())
+    assert first_made
+    with FakeLLM(delay_s=0.03) as llm:
+        recipe = write_recipe(tmp_path, llm.base_url)
+        cache = tmp_path / "out" / ".wildsci_build" / "llm_cache.sqlite"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "wildsci.cli", "build", str(recipe)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        killed_at = 0
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            if cache.exists():
+                try:
+                    with sqlite3.connect(cache, timeout=5) as db:
+                        killed_at = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+                except sqlite3.OperationalError:
+                    continue
+                if killed_at >= 60:  # mid-vote: generation done, part of the votes cached
+                    proc.send_signal(signal.SIGKILL)
+                    break
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+        assert not (tmp_path / "out" / "build_report.json").exists()
+        with sqlite3.connect(cache) as db:
+            cached_before = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+        wildsci("build", str(recipe))
+    resumed = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    # no call was repeated: what the killed run cached plus what the rerun made is what one full run makes
+    assert resumed["llm_calls"]["made"] + cached_before == full_report["llm_calls"]["made"]
+    assert resumed["llm_calls"]["cached"] >= cached_before > 0
+    # and the dataset is byte-identical (parquet) to the uninterrupted build
+    assert parquet_bytes(tmp_path / "out") == parquet_bytes(full_tmp / "out")
+
+
+def test_two_shards_merged_equal_one_run(full_build, tmp_path):
+    full_tmp, _, _, _, _ = full_build
+    with FakeLLM() as llm:
+        recipe = write_recipe(tmp_path, llm.base_url)
+        for i in (0, 1):
+            wildsci("build", str(recipe), "--shard", f"{i}/2", "--output-dir", str(tmp_path / f"shard{i}"))
+        shard_rows = [len((tmp_path / f"shard{i}" / "shard_rows.jsonl").read_text().splitlines()) for i in (0, 1)]
+        assert all(shard_rows), shard_rows  # both shards got papers
+        # a missing shard is one clear error line
+        bad = wildsci("build", str(recipe), "--merge_from", f"[{tmp_path / 'shard0'}]", "--output-dir",
+                      str(tmp_path / "merged"), check=False)
+        assert bad.returncode == 2 and "shards [1] of 2 are missing" in bad.stderr
+        wildsci("build", str(recipe), "--merge_from", f"[{tmp_path / 'shard0'}, {tmp_path / 'shard1'}]",
+                "--output-dir", str(tmp_path / "merged"))
+    assert parquet_bytes(tmp_path / "merged") == parquet_bytes(full_tmp / "out")
+    merged = json.loads((tmp_path / "merged" / "build_report.json").read_text())
+    full = json.loads((full_tmp / "out" / "build_report.json").read_text())
+    for key in ("drops", "splits", "per_subdomain", "letter_distribution", "voting_types", "recipe_hash"):
+        assert merged[key] == full[key], key
+
+
+def test_bad_recipe_is_one_line_before_any_work(tmp_path):
+    recipe = write_recipe(tmp_path, "http://127.0.0.1:9/v1", generate={"questions_per_chunk": "two"})
+    proc = wildsci("build", str(recipe), check=False)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "generate.questions_per_chunk" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+    proc = wildsci("build", str(recipe), "--generate.questions_per_chunk", "1", "--sources",
+                   f"[{{path: {tmp_path / 'missing.jsonl'}}}]", check=False)
+    assert proc.returncode == 2 and "no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
+    proc = wildsci("build", str(recipe), "--generate.questions_per_chunk", "1", "--push", check=False)
+    assert proc.returncode == 2 and "hub_repo_id" in proc.stderr
+
+
+def test_dry_run_prints_the_plan_and_generates_nothing(tmp_path):
+    recipe = write_recipe(tmp_path, "http://127.0.0.1:9/v1")
+    proc = wildsci("build", str(recipe), "--dry-run")
+    assert "generate" in proc.stdout and "vote" in proc.stdout and "nothing was generated" in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_shipped_recipes_check_and_dry_run(repo_root):
+    recipes = sorted((repo_root / "recipes" / "data").glob("*.yaml"))
+    assert {p.name for p in recipes} >= {"demo.yaml", "abstracts_dev.yaml", "wildsci_nc.yaml"}
+    proc = wildsci("recipes", "check", *map(str, recipes), cwd=repo_root)
+    assert f"{len(recipes)}/{len(recipes)} recipes valid" in proc.stdout
+    for name in ("demo.yaml", "wildsci_nc.yaml"):
+        header = (repo_root / "recipes" / "data" / name).read_text().split("\n\n")[0]
+        assert f"wildsci build recipes/data/{name}" in header  # the exact command is in the header
+    nc = wildsci("build", "recipes/data/wildsci_nc.yaml", "--dry-run", cwd=repo_root)
+    assert "estimated" in nc.stdout and "Qwen2.5-32B-Instruct" in nc.stdout
+    demo = wildsci("build", "recipes/data/demo.yaml", "--dry-run", cwd=repo_root)
+    assert "builtin:demo" in demo.stdout and " 26 " in demo.stdout
