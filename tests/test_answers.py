@@ -52,6 +52,10 @@ CASES = [
     ("Some reasoning.\nC.", 10, "C", "ok"),
     ("Reasoning mentions (A) and (B).\nConclusion: it is unclear.", 10, None, "none"),
     ("The last line names (A) and (D).", 10, None, "ambiguous"),
+    ("A. About 9.8 m/s^2 downward", 10, "A", "ok"),
+    ("C) The enzyme is denatured.\nThis happens because heat unfolds it.", 10, "C", "ok"),
+    ("A. first option text\nB. second option text\nC. third", 10, None, "none"),  # listing, not choosing
+    ("E. a fifth option", 4, None, "out_of_range"),
     # reasoning blocks
     ("<think>maybe \\boxed{A}</think>The answer is B.", 10, "B", "ok"),
     ("<think>I think it is C but I am not done", 10, None, "unfinished_reasoning"),

@@ -34,7 +34,9 @@ def test_signatures_equal_datasketch_minhash():
 
 
 def test_near_duplicates_removed_first_wins():
-    base = "Which mechanism explains why heavier isotopes lower the critical temperature of conventional superconductors"
+    base = (
+        "Which mechanism explains why heavier isotopes lower the critical temperature of conventional superconductors"
+    )
     texts = [
         base + "?",
         base.replace("Which", "What") + "?",  # near duplicate
@@ -85,7 +87,9 @@ def test_real_mmlu_pro_contamination_is_caught(shared_data):
     with path.open() as fh:
         leaked = [json.loads(next(fh))["question"] for _ in range(50)]
     # a generated question that paraphrases the start but copies a long stretch is caught; fresh text is not
-    fresh = [f"In a study of sample {i}, why does the measured superconducting gap shrink under strain?" for i in range(50)]
+    fresh = [
+        f"In a study of sample {i}, why does the measured superconducting gap shrink under strain?" for i in range(50)
+    ]
     flagged = deco.check_batch(leaked + fresh)
     long_leaks = [q for q in leaked if len(q.split()) >= 8]
     assert sum(f == "mmlu_pro" for f in flagged[:50]) >= 0.9 * len(long_leaks)

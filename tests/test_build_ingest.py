@@ -18,7 +18,9 @@ from wildsci.build.ingest import (
 )
 from wildsci.errors import UserError
 
-LONG = " ".join(f"Sentence number {i} explains how the measured effect depends on the sample temperature." for i in range(12))
+LONG = " ".join(
+    f"Sentence number {i} explains how the measured effect depends on the sample temperature." for i in range(12)
+)
 
 JATS = """<?xml version="1.0" encoding="UTF-8"?>
 <article xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:mml="http://www.w3.org/1998/Math/MathML">
@@ -46,7 +48,8 @@ JATS = """<?xml version="1.0" encoding="UTF-8"?>
   </sec>
   <sec><title>Acknowledgments</title><p>ACKNOWLEDGED FUNDERS must not appear.</p></sec>
  </body>
- <back><ack><p>BACK ACK</p></ack><ref-list><ref id="b1"><mixed-citation>REFERENCE ENTRY</mixed-citation></ref></ref-list>
+ <back><ack><p>BACK ACK</p></ack>
+  <ref-list><ref id="b1"><mixed-citation>REFERENCE ENTRY</mixed-citation></ref></ref-list>
  </back>
 </article>
 """
@@ -119,8 +122,13 @@ def test_hub_source_goes_through_load_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     src = SourceConfig(path="my-org/nature-communications-papers", hub_split="train", revision="v1")
     chunks, stages = ingest([src], ChunkConfig(), progress=False)
-    assert seen == {"path": "my-org/nature-communications-papers", "name": None, "split": "train",
-                    "revision": "v1", "streaming": True}
+    assert seen == {
+        "path": "my-org/nature-communications-papers",
+        "name": None,
+        "split": "train",
+        "revision": "v1",
+        "streaming": True,
+    }
     assert chunks[0]["paper_id"] == "hub-1" and "astro-ph" in chunks[0]["field_labels"]
 
 

@@ -49,27 +49,77 @@ def write_corpus(path: Path) -> None:
         ("p-immu", "Boosters SUBDOMAIN=Immunology.", ["immunology"], "antibody affinity"),
         ("p-eco", "Pollinators SUBDOMAIN=Ecology and biodiversity.", ["ecology"], "pollinator visits"),
         ("p-ml", "Attention SUBDOMAIN=Computer science and artificial intelligence.", ["cs.LG"], "attention cost"),
-        ("p-ml-copy", "Attention again SUBDOMAIN=Computer science and artificial intelligence.", ["cs.LG"],
-         "attention cost"),  # same text as p-ml: its questions are near duplicates
+        (
+            "p-ml-copy",
+            "Attention again SUBDOMAIN=Computer science and artificial intelligence.",
+            ["cs.LG"],
+            "attention cost",
+        ),  # same text as p-ml: its questions are near duplicates
     ]
     rows = [
         {"id": pid, "title": t, "abstract": sentence_text(topic), "license": "CC-BY-4.0", "subfields": labels}
         for pid, t, labels, topic in good
     ]
-    failures = ["not_json", "truncated", "3opts", "11opts", "bad_answer", "dup_options", "empty_option", "refers",
-                "http500"]
+    failures = [
+        "not_json",
+        "truncated",
+        "3opts",
+        "11opts",
+        "bad_answer",
+        "dup_options",
+        "empty_option",
+        "refers",
+        "http500",
+    ]
     for f in failures:
-        rows.append({"id": f"p-{f}", "title": f"Failure {f} SUBDOMAIN=Neuroscience.", "license": "CC0-1.0",
-                     "subfields": ["q-bio.NC"], "abstract": f"FAKE:{f} " + sentence_text("cortical oscillations", 3)})
-    rows.append({"id": "p-6opts", "title": "Six SUBDOMAIN=Geoscience.", "license": "CC0-1.0", "subfields": [],
-                 "abstract": "FAKE:6opts " + sentence_text("mantle convection", 3)})
-    rows.append({"id": "p-unlabelable", "title": "FAKE:unlabelable", "license": "CC0-1.0", "subfields": [],
-                 "abstract": sentence_text("skilltwo matter", 3)})
-    rows.append({"id": "p-contaminated", "title": "Fibres SUBDOMAIN=Optics and photonics.", "license": "CC-BY-4.0",
-                 "subfields": ["physics.optics"], "abstract": BENCH_QUESTION + "."})
-    rows.append({"id": "p-formula", "title": "Maths", "license": "CC-BY-4.0", "subfields": ["math.PR"],
-                 "body_sections": [{"section": "Proof", "text": " ".join(["{{formula:x}} holds for {{formula:y}}"] * 20)},
-                                   {"section": "Intro", "text": sentence_text("random polynomials", 3)}]})
+        rows.append(
+            {
+                "id": f"p-{f}",
+                "title": f"Failure {f} SUBDOMAIN=Neuroscience.",
+                "license": "CC0-1.0",
+                "subfields": ["q-bio.NC"],
+                "abstract": f"FAKE:{f} " + sentence_text("cortical oscillations", 3),
+            }
+        )
+    rows.append(
+        {
+            "id": "p-6opts",
+            "title": "Six SUBDOMAIN=Geoscience.",
+            "license": "CC0-1.0",
+            "subfields": [],
+            "abstract": "FAKE:6opts " + sentence_text("mantle convection", 3),
+        }
+    )
+    rows.append(
+        {
+            "id": "p-unlabelable",
+            "title": "FAKE:unlabelable",
+            "license": "CC0-1.0",
+            "subfields": [],
+            "abstract": sentence_text("skilltwo matter", 3),
+        }
+    )
+    rows.append(
+        {
+            "id": "p-contaminated",
+            "title": "Fibres SUBDOMAIN=Optics and photonics.",
+            "license": "CC-BY-4.0",
+            "subfields": ["physics.optics"],
+            "abstract": BENCH_QUESTION + ".",
+        }
+    )
+    rows.append(
+        {
+            "id": "p-formula",
+            "title": "Maths",
+            "license": "CC-BY-4.0",
+            "subfields": ["math.PR"],
+            "body_sections": [
+                {"section": "Proof", "text": " ".join(["{{formula:x}} holds for {{formula:y}}"] * 20)},
+                {"section": "Intro", "text": sentence_text("random polynomials", 3)},
+            ],
+        }
+    )
     bad = [
         {"title": "no id", "abstract": sentence_text("x"), "license": "CC0-1.0"},
         {"id": "p-notext", "title": "no text", "abstract": "", "license": "CC0-1.0"},
@@ -77,9 +127,19 @@ def write_corpus(path: Path) -> None:
         {"id": "p-garbled", "title": "garbled", "abstract": "%$#@!&*^ 0101 ¤¤¤ ### " * 30, "license": "CC0-1.0"},
         {"id": "p-short", "title": "short", "abstract": "Too short to ask anything.", "license": "CC0-1.0"},
         {"id": "p-neuro", "title": "duplicate id", "abstract": sentence_text("z"), "license": "CC0-1.0"},
-        {"id": "p-heldout", "title": "held out", "abstract": sentence_text("w"), "license": "CC0-1.0", "split": "test"},
-        {"id": "p-refs", "title": "only references", "license": "CC0-1.0",
-         "body_sections": [{"section": "References", "text": sentence_text("citations", 6)}]},
+        {
+            "id": "p-heldout",
+            "title": "held out",
+            "abstract": sentence_text("w"),
+            "license": "CC0-1.0",
+            "split": "test",
+        },
+        {
+            "id": "p-refs",
+            "title": "only references",
+            "license": "CC0-1.0",
+            "body_sections": [{"section": "References", "text": sentence_text("citations", 6)}],
+        },
     ]
     with path.open("wb") as fh:
         for r in rows + bad:
@@ -100,8 +160,15 @@ def write_recipe(tmp: Path, base_url: str, **extra) -> Path:
         "output_dir": str(tmp / "out"),
         "sources": [{"path": str(corpus), "where": {"split": [None, "dev"]}}],
         "chunking": {"max_tokens": 120, "min_words": 20},
-        "generator": {"backend": "openai", "model": "fake-llm", "base_url": base_url, "max_retries": 0,
-                      "concurrency": 4, "temperature": 0.7, "timeout_s": 20},
+        "generator": {
+            "backend": "openai",
+            "model": "fake-llm",
+            "base_url": base_url,
+            "max_retries": 0,
+            "concurrency": 4,
+            "temperature": 0.7,
+            "timeout_s": 20,
+        },
         "generate": {"questions_per_chunk": 2},
         "options": {"max_attempts": 1},
         "vote": {"num_votes": 8, "constrained": True, "min_correct_votes": 1, "max_correct_votes": 7},
@@ -117,8 +184,9 @@ def write_recipe(tmp: Path, base_url: str, **extra) -> Path:
 
 def wildsci(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "wildsci.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wildsci.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -145,19 +213,43 @@ def test_build_every_stage_and_drop_reason(full_build):
     out = tmp / "out"
     report = json.loads((out / "build_report.json").read_text())
     assert [s["name"] for s in report["stages"]] == [
-        "ingest", "chunk", "generate", "options", "vote", "filter", "label", "validate", "dedup_decontaminate"
+        "ingest",
+        "chunk",
+        "generate",
+        "options",
+        "vote",
+        "filter",
+        "label",
+        "validate",
+        "dedup_decontaminate",
     ]
     expected = {
         # ingest
-        "missing_id", "missing_text", "missing_license", "garbled_text", "too_short", "duplicate_paper", "filtered",
-        "not_utf8", "bad_json",
+        "missing_id",
+        "missing_text",
+        "missing_license",
+        "garbled_text",
+        "too_short",
+        "duplicate_paper",
+        "filtered",
+        "not_utf8",
+        "bad_json",
         # chunk
         "formula_heavy_passage",
         # generate
-        "not_json", "truncated_json", "too_few_options", "too_many_options", "answer_not_in_options",
-        "duplicate_options", "empty_option", "refers_to_paper", "llm_error",
+        "not_json",
+        "truncated_json",
+        "too_few_options",
+        "too_many_options",
+        "answer_not_in_options",
+        "duplicate_options",
+        "empty_option",
+        "refers_to_paper",
+        "llm_error",
         # label, dedup, decontamination
-        "unlabelable", "near_duplicate", "contaminated_tinybench",
+        "unlabelable",
+        "near_duplicate",
+        "contaminated_tinybench",
     }
     assert expected <= set(report["drops"]), expected - set(report["drops"])
     assert {"too_easy", "too_hard"} & set(report["drops"])  # the difficulty filter removed something
@@ -202,8 +294,12 @@ def test_kill_and_resume_gives_the_same_dataset(full_build, tmp_path):
         recipe = write_recipe(tmp_path, llm.base_url)
         cache = tmp_path / "out" / ".wildsci_build" / "llm_cache.sqlite"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "wildsci.cli", "build", str(recipe)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wildsci.cli", "build", str(recipe)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         killed_at = 0
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
@@ -240,11 +336,24 @@ def test_two_shards_merged_equal_one_run(full_build, tmp_path):
         shard_rows = [len((tmp_path / f"shard{i}" / "shard_rows.jsonl").read_text().splitlines()) for i in (0, 1)]
         assert all(shard_rows), shard_rows  # both shards got papers
         # a missing shard is one clear error line
-        bad = wildsci("build", str(recipe), "--merge_from", f"[{tmp_path / 'shard0'}]", "--output-dir",
-                      str(tmp_path / "merged"), check=False)
+        bad = wildsci(
+            "build",
+            str(recipe),
+            "--merge_from",
+            f"[{tmp_path / 'shard0'}]",
+            "--output-dir",
+            str(tmp_path / "merged"),
+            check=False,
+        )
         assert bad.returncode == 2 and "shards [1] of 2 are missing" in bad.stderr
-        wildsci("build", str(recipe), "--merge_from", f"[{tmp_path / 'shard0'}, {tmp_path / 'shard1'}]",
-                "--output-dir", str(tmp_path / "merged"))
+        wildsci(
+            "build",
+            str(recipe),
+            "--merge_from",
+            f"[{tmp_path / 'shard0'}, {tmp_path / 'shard1'}]",
+            "--output-dir",
+            str(tmp_path / "merged"),
+        )
     assert parquet_bytes(tmp_path / "merged") == parquet_bytes(full_tmp / "out")
     merged = json.loads((tmp_path / "merged" / "build_report.json").read_text())
     full = json.loads((full_tmp / "out" / "build_report.json").read_text())
@@ -259,8 +368,15 @@ def test_bad_recipe_is_one_line_before_any_work(tmp_path):
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "generate.questions_per_chunk" in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
-    proc = wildsci("build", str(recipe), "--generate.questions_per_chunk", "1", "--sources",
-                   f"[{{path: {tmp_path / 'missing.jsonl'}}}]", check=False)
+    proc = wildsci(
+        "build",
+        str(recipe),
+        "--generate.questions_per_chunk",
+        "1",
+        "--sources",
+        f"[{{path: {tmp_path / 'missing.jsonl'}}}]",
+        check=False,
+    )
     assert proc.returncode == 2 and "no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
     proc = wildsci("build", str(recipe), "--generate.questions_per_chunk", "1", "--push", check=False)
     assert proc.returncode == 2 and "hub_repo_id" in proc.stderr

@@ -18,8 +18,11 @@ def test_no_paper_in_two_splits_and_fractions_hold():
     rows = _rows(2000)
     splits = split_rows(rows, SplitConfig(validation=0.05, test=0.1))
     papers = {name: {r["paper_id"] for r in part} for name, part in splits.items()}
-    assert not (papers["train"] & papers["test"] or papers["train"] & papers["validation"] or
-                papers["test"] & papers["validation"])
+    assert not (
+        papers["train"] & papers["test"]
+        or papers["train"] & papers["validation"]
+        or papers["test"] & papers["validation"]
+    )
     assert sum(len(p) for p in splits.values()) == len(rows)
     assert abs(len(papers["test"]) / 2000 - 0.1) < 0.025
     assert abs(len(papers["validation"]) / 2000 - 0.05) < 0.02

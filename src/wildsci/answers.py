@@ -12,7 +12,8 @@ Design, in order of trust:
 3. explicit answer phrases: ``Answer: C``, ``The answer is (C)``, ``The correct option is D.``,
    ``Option B is correct``, ``I choose E``;
 4. a bold lone letter ``**C**``;
-5. on the last non-empty line only: a parenthesised letter ``(C)`` or a lone letter ``C`` / ``C.``.
+5. on the last non-empty line only: a parenthesised letter ``(C)`` or a lone letter ``C`` / ``C.``;
+6. a reply that opens with one option (``A. About 9.8 m/s^2 downward``) and lists no other.
 
 The first tier that matches decides. Inside that tier, two *different* letters mean the model hedged
 (``\\boxed{A}`` ... ``\\boxed{B}``, ``The answer is A or B``): the result is ``ambiguous`` and scores 0.
@@ -68,6 +69,7 @@ _PHRASES = [
 _BOLD = re.compile(rf"(?:\*\*|__)\s*[\(\[]?({_L})[\)\]]?(?:[.:)]\s*[^*\n]*)?(?:\*\*|__)")
 _PAREN = re.compile(rf"\(({_L})\)")
 _LONE = re.compile(rf"^\W*[\(\[]?({_L})[\)\]]?[.:)]?\W*$")
+_LEADING = re.compile(rf"^\s*(?:\*\*)?[\(\[]?({_L})(?:[.:)\]]|\*\*)\s+\S", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Extraction:
 
     letter: str | None
     status: str  # ok | none | ambiguous | out_of_range | unfinished_reasoning
-    method: str = ""  # which tier decided: boxed, phrase, bold, paren, lone
+    method: str = ""  # which tier decided: boxed, phrase, bold, paren, lone, leading
 
     @property
     def ok(self) -> bool:
@@ -145,6 +147,11 @@ def extract_answer(text: str | None, num_options: int = 10) -> Extraction:
         letters = _PAREN.findall(last)
         if letters:
             return _decide(letters, "paren", num_options)
+        # "A. About 9.8 m/s^2 downward": the reply opens with an option. Only when no other line opens with an
+        # option letter -- a reply that lists several options is not choosing one.
+        leading = _LEADING.findall(body)
+        if leading and _LEADING.match(lines[0]) and len(leading) == 1:
+            return _decide(leading, "leading", num_options)
     return Extraction(None, "none")
 
 

@@ -152,22 +152,27 @@ def fmix32(h: np.ndarray) -> np.ndarray:
 class NearDupIndex:
     """Streaming near-duplicate detector: ``check_batch(keys, texts)`` -> for each text, duplicate or not.
 
-    Signatures are ``datasketch.MinHash`` (``update_batch`` on hashed shingles); the band/row split comes from
-    ``datasketch.MinHashLSH`` for the configured threshold. The index itself is one sorted ``uint64`` array of
-    band hashes (8 bytes x bands per kept question) instead of MinHashLSH's dict-of-lists storage, whose Python
-    objects cost ~2.5 kB per question and make the garbage collector crawl past 100k questions. Semantics are
-    MinHashLSH's: a question is a duplicate when it shares a band with an earlier *kept* question.
+    Signatures are datasketch ``MinHash`` values (see :meth:`signatures`); the band/row split comes from
+    ``datasketch.MinHashLSH`` for the configured threshold, weighted towards recall (``weights=(0.2, 0.8)``), and
+    every LSH candidate is then *verified* by its estimated Jaccard similarity, so the extra candidates cost no
+    false drops. The index is a sorted ``uint64`` array of band hashes plus the kept signatures (~0.6 kB per kept
+    question) instead of MinHashLSH's dict-of-lists storage, whose Python objects cost ~2.5 kB per question and
+    make the garbage collector crawl past 100k questions. A question is a duplicate when it is similar to an
+    earlier *kept* question (MinHashLSH's query-then-insert semantics).
     """
 
     def __init__(self, cfg: DedupConfig) -> None:
         from datasketch import MinHash, MinHashLSH
 
         self.cfg = cfg
-        lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+        lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, weights=(0.2, 0.8))
         self.bands, self.rows = lsh.b, lsh.r
         self.template = MinHash(num_perm=cfg.num_perm, hashfunc=_identity)
         self.hasher = WordHasher()
-        self.index = np.zeros(0, dtype=np.uint64)
+        self.index = np.zeros(0, dtype=np.uint64)  # sorted band hashes of kept questions
+        self.owner = np.zeros(0, dtype=np.int64)  # kept-question number of each index entry
+        self.sig_parts: list[np.ndarray] = []
+        self.sigs = np.zeros((0, cfg.num_perm), dtype=np.uint32)
         self.kept = 0
 
     def signatures(self, texts: list[str]) -> np.ndarray:
@@ -200,29 +205,50 @@ class NearDupIndex:
                 acc = (acc ^ used[:, :, k]) * _PRIME
         return acc
 
+    def _similar(self, a: np.ndarray, b: np.ndarray) -> bool:
+        return float((a == b).mean()) >= self.cfg.threshold
+
     def check_batch(self, keys: list[str], texts: list[str]) -> list[bool]:
         if not texts:
             return []
-        bh = self.band_hashes(self.signatures(texts))
-        if self.index.size:
-            pos = np.searchsorted(self.index, bh)
-            seen = (self.index[np.minimum(pos, self.index.size - 1)] == bh).any(axis=1)
-        else:
-            seen = np.zeros(len(texts), dtype=bool)
-        batch_bands: set[int] = set()
+        sig = self.signatures(texts)
+        bh = self.band_hashes(sig)
+        lo = np.searchsorted(self.index, bh, side="left")
+        hi = np.searchsorted(self.index, bh, side="right")
+        has_cand = (hi > lo).any(axis=1)
+        if len(self.sig_parts) > 1:
+            self.sigs = np.concatenate(self.sig_parts)
+            self.sig_parts = [self.sigs]
+        batch_bands: dict[int, list[int]] = {}
         out: list[bool] = []
-        new: list[np.ndarray] = []
+        new_rows: list[int] = []
         for i in range(len(texts)):
-            row = bh[i].tolist()
-            if seen[i] or any(h in batch_bands for h in row):
-                out.append(True)
-                continue
-            batch_bands.update(row)
-            new.append(bh[i])
-            out.append(False)
-        if new:
-            self.index = np.sort(np.concatenate([self.index, np.concatenate(new)]))
-            self.kept += len(new)
+            dup = False
+            if has_cand[i]:  # candidates among earlier batches
+                cands = {int(self.owner[k]) for b in range(self.bands) for k in range(lo[i, b], hi[i, b])}
+                dup = any(self._similar(sig[i], self.sigs[c]) for c in cands)
+            if not dup:  # candidates earlier in this batch
+                row = bh[i].tolist()
+                cands = {j for h in row for j in batch_bands.get(h, ())}
+                dup = any(self._similar(sig[i], sig[j]) for j in cands)
+            out.append(dup)
+            if not dup:
+                for h in bh[i].tolist():
+                    batch_bands.setdefault(h, []).append(i)
+                new_rows.append(i)
+        if new_rows:
+            rows = np.asarray(new_rows)
+            ids = np.arange(self.kept, self.kept + len(rows))
+            keys_new = bh[rows].ravel()
+            owners_new = np.repeat(ids, self.bands)
+            allk = np.concatenate([self.index, keys_new])
+            allo = np.concatenate([self.owner, owners_new])
+            order = np.argsort(allk, kind="stable")
+            self.index, self.owner = allk[order], allo[order]
+            self.sig_parts.append(sig[rows])
+            self.sigs = np.concatenate(self.sig_parts) if len(self.sig_parts) > 1 else self.sig_parts[0]
+            self.sig_parts = [self.sigs]
+            self.kept += len(rows)
         return out
 
 

@@ -223,9 +223,10 @@ def parse_jats(xml_text: str) -> dict[str, Any]:
     title = text_of(meta.find("title-group/article-title")) if meta is not None else ""
     lic_el = meta.find("permissions/license") if meta is not None else None
     license_ = ""
-    if lic_el is not None:
-        href = lic_el.get("href") or ""
-        license_ = _license_from_url(href) or text_of(lic_el)[:80]
+    if lic_el is not None:  # xlink:href, or JATS 1.2's <ali:license_ref>, or the licence sentence
+        href = next((v for k, v in lic_el.attrib.items() if k.endswith("href")), "")
+        ref = lic_el.find("license_ref")
+        license_ = _license_from_url(href) or _license_from_url(text_of(ref)) or text_of(lic_el)[:80]
     labels = [text_of(s) for s in root.iter("subject")] if meta is not None else []
     labels += [text_of(k) for k in root.iter("kwd")]
 

@@ -214,7 +214,7 @@ def per_paper_stages(recipe: Any, ckpt: Checkpoints, cache: Any) -> tuple[list[d
         stages += st
         log(f"ingest: {st[0]['out']} papers -> {len(chunks)} passages ({st[1].get('tokens', '')})")
 
-    def run(name: str, rows_in: list[dict], fn) -> list[dict]:
+    def run(name: str, rows_in: list[dict], fn, n_in: int | None = None) -> list[dict]:
         got = ckpt.get(name)
         if got:
             rows, meta = got
@@ -225,11 +225,13 @@ def per_paper_stages(recipe: Any, ckpt: Checkpoints, cache: Any) -> tuple[list[d
             meta = {"drops": drops}
             ckpt.put(name, rows, meta)
             log(f"{name}: {len(rows_in)} -> {len(rows)} in {time.time() - t0:.1f}s")
-        stages.append(_stage(name, len(rows_in), len(rows), meta["drops"]))
+        stages.append(_stage(name, len(rows_in) if n_in is None else n_in, len(rows), meta["drops"]))
         return rows
 
     try:
-        rows = run("generate", chunks, lambda rs: generate_questions(rs, clients.generator, recipe.generate))
+        # generate's "in" counts attempted questions (passages x questions_per_chunk), like its drops
+        attempts = len(chunks) * recipe.generate.questions_per_chunk
+        rows = run("generate", chunks, lambda rs: generate_questions(rs, clients.generator, recipe.generate), attempts)
         rows = run("options", rows, lambda rs: complete_options(rs, clients.generator, recipe.options))
         rows = run("vote", rows, lambda rs: vote(rs, clients.voters, recipe.vote))
         rows = run("filter", rows, lambda rs: filter_by_votes(rs, recipe.vote))
