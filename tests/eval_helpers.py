@@ -164,7 +164,7 @@ def train_letter_model(out: Path, letter: str = "A", steps: int = 120) -> Path:
     from wildsci.models import cache_dir, resolve_model
     from wildsci.prompts import build_messages
 
-    cached = cache_dir() / "models" / f"tiny-qwen2-letter{letter}-{steps}"
+    cached = cache_dir() / "models" / f"tiny-qwen2-letter{letter}-{steps}-v1"  # bump when the recipe changes
     if not (cached / "config.json").is_file():
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny matrices: one thread is several times faster than two fighting
@@ -176,9 +176,12 @@ def train_letter_model(out: Path, letter: str = "A", steps: int = 120) -> Path:
             model = AutoModelForCausalLM.from_pretrained(src)
             torch.manual_seed(0)
             questions = [
-                (f"Question {i}: which statement about topic {i * 7 % 13} holds?", [f"option {j} of {i}" for j in range(4 + i % 7)])
+                (
+                    f"Question {i}: which statement about topic {i * 7 % 13} holds?",
+                    [f"option {j}" for j in range(4 + i % 7)],
+                )
                 for i in range(32)
-            ]  # fmt: skip
+            ]
             prompts = [
                 tok(tok.apply_chat_template(build_messages(q, o), tokenize=False, add_generation_prompt=True))[
                     "input_ids"
@@ -210,3 +213,32 @@ def train_letter_model(out: Path, letter: str = "A", steps: int = 120) -> Path:
             torch.set_grad_enabled(grad)
     shutil.copytree(cached, out, dirs_exist_ok=True)
     return out
+
+
+SLICE_FILES = {
+    "mmlu_pro": "mmlu_pro_test.jsonl",
+    "arc_challenge": "arc_challenge_test.jsonl",
+    "scieval": "scieval_valid_mcq.jsonl",
+}
+SCIENCE = {"biology", "chemistry", "physics", "health", "engineering", "math", "computer science"}
+
+
+def make_slices(shared_data: Path, out: Path, n: int = 6, max_chars: int = 400) -> dict[str, Path]:
+    """Small real slices of the shipped benchmarks: ``n`` short questions each (CPU prompts stay ~150 tokens).
+
+    Rows are taken in the kit's own hash order (the same rule ``max_samples`` uses), keeping those whose question
+    and options fit in ``max_chars``; MMLU-Pro keeps science categories only.
+    """
+    import hashlib
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for source, name in SLICE_FILES.items():
+        rows = [json.loads(x) for x in (shared_data / "benchmarks" / name).read_text("utf-8").split("\n") if x.strip()]
+        rows = [r for r in rows if len(r["question"]) + sum(len(o) for o in r["options"]) <= max_chars]
+        if source == "mmlu_pro":
+            rows = [r for r in rows if r["subject"] in SCIENCE]
+        rows.sort(key=lambda r: hashlib.sha256(f"wildsci-eval-sample:{r['id']}".encode()).hexdigest())
+        paths[source] = out / name
+        paths[source].write_text("".join(json.dumps(r) + "\n" for r in rows[:n]), encoding="utf-8")
+    return paths

@@ -148,12 +148,15 @@ def write_corpus(path: Path) -> None:
         fh.write(b'{"id": "p-broken", "title": \n')
 
 
-def write_recipe(tmp: Path, base_url: str, **extra) -> Path:
-    corpus = tmp / "papers.jsonl"
+def write_recipe(tmp: Path, base_url: str, data_dir: Path | None = None, **extra) -> Path:
+    """A recipe writing to ``tmp/out``; the corpus and benchmark live in ``data_dir`` (shared => same recipe hash)."""
+    data_dir = data_dir or tmp
+    corpus = data_dir / "papers.jsonl"
     if not corpus.exists():
         write_corpus(corpus)
-    bench = tmp / "bench.jsonl"
-    bench.write_text(json.dumps({"question": BENCH_QUESTION + "?", "options": ["a", "b"]}) + "\n")
+    bench = data_dir / "bench.jsonl"
+    if not bench.exists():
+        bench.write_text(json.dumps({"question": BENCH_QUESTION + "?", "options": ["a", "b"]}) + "\n")
     recipe = {
         "name": "fake-build",
         "description": "A test build against a fake OpenAI-compatible server.",
@@ -202,16 +205,17 @@ def full_build(tmp_path_factory):
     with FakeLLM() as llm:
         recipe = write_recipe(tmp, llm.base_url)
         proc = wildsci("build", str(recipe))
+        report = json.loads((tmp / "out" / "build_report.json").read_text())
+        (tmp / "first_report.json").write_text(json.dumps(report))
         again = wildsci("build", str(recipe))
-        yield tmp, recipe, proc, again, llm.requests
+        yield tmp, recipe, proc, again, report
 
 
 def test_build_every_stage_and_drop_reason(full_build):
     from datasets import load_dataset
 
-    tmp, _, proc, _, _ = full_build
+    tmp, _, proc, _, report = full_build
     out = tmp / "out"
-    report = json.loads((out / "build_report.json").read_text())
     assert [s["name"] for s in report["stages"]] == [
         "ingest",
         "chunk",
@@ -278,20 +282,22 @@ def test_build_every_stage_and_drop_reason(full_build):
 
 
 def test_rerun_is_fully_cached_and_identical(full_build):
-    tmp, recipe, _, again, _ = full_build
+    tmp, recipe, _, again, first = full_build
     report = json.loads((tmp / "out" / "build_report.json").read_text())
     # failed calls (HTTP 500) are never cached, so a rerun retries exactly those; everything else is read back
-    assert report["llm_calls"]["made"] == 0, report["llm_calls"]
-    assert "from checkpoint" in again.stderr
+    failed = first["stages"][2]["drops"]["llm_error"]
+    assert failed == 2 and report["llm_calls"]["made"] == failed, report["llm_calls"]
+    assert report["llm_calls"]["cached"] > 0
+    assert "options: " in again.stderr and "(from checkpoint)" in again.stderr  # downstream stages reused
+    for key in ("drops", "splits", "per_subdomain", "letter_distribution"):
+        assert report[key] == first[key]
+    assert parquet_bytes(tmp / "out")  # still there, rewritten identically
 
 
 def test_kill_and_resume_gives_the_same_dataset(full_build, tmp_path):
-    full_tmp, _, _, _, _ = full_build
-    full_report = json.loads((full_tmp / "out" / "build_report.json").read_text())
-    first_made = json.loads((full_tmp / "out" / ".wildsci_build" / "manifest.json").read_text())
-    assert first_made
+    full_tmp, _, _, _, full_report = full_build
     with FakeLLM(delay_s=0.03) as llm:
-        recipe = write_recipe(tmp_path, llm.base_url)
+        recipe = write_recipe(tmp_path, llm.base_url, data_dir=full_tmp)
         cache = tmp_path / "out" / ".wildsci_build" / "llm_cache.sqlite"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         proc = subprocess.Popen(
@@ -322,7 +328,7 @@ def test_kill_and_resume_gives_the_same_dataset(full_build, tmp_path):
     resumed = json.loads((tmp_path / "out" / "build_report.json").read_text())
     # no call was repeated: what the killed run cached plus what the rerun made is what one full run makes
     assert resumed["llm_calls"]["made"] + cached_before == full_report["llm_calls"]["made"]
-    assert resumed["llm_calls"]["cached"] >= cached_before > 0
+    assert resumed["llm_calls"]["cached"] > 0 and cached_before > 0
     # and the dataset is byte-identical (parquet) to the uninterrupted build
     assert parquet_bytes(tmp_path / "out") == parquet_bytes(full_tmp / "out")
 
@@ -330,7 +336,7 @@ def test_kill_and_resume_gives_the_same_dataset(full_build, tmp_path):
 def test_two_shards_merged_equal_one_run(full_build, tmp_path):
     full_tmp, _, _, _, _ = full_build
     with FakeLLM() as llm:
-        recipe = write_recipe(tmp_path, llm.base_url)
+        recipe = write_recipe(tmp_path, llm.base_url, data_dir=full_tmp)
         for i in (0, 1):
             wildsci("build", str(recipe), "--shard", f"{i}/2", "--output-dir", str(tmp_path / f"shard{i}"))
         shard_rows = [len((tmp_path / f"shard{i}" / "shard_rows.jsonl").read_text().splitlines()) for i in (0, 1)]
@@ -359,6 +365,29 @@ def test_two_shards_merged_equal_one_run(full_build, tmp_path):
     full = json.loads((full_tmp / "out" / "build_report.json").read_text())
     for key in ("drops", "splits", "per_subdomain", "letter_distribution", "voting_types", "recipe_hash"):
         assert merged[key] == full[key], key
+
+
+def test_push_from_the_cli_is_one_commit(full_build, tmp_path, monkeypatch):
+    """``wildsci build ... --push`` (in-process, mocked ``HfApi`` boundary): the built folder goes up in one commit."""
+    import shutil
+
+    import huggingface_hub
+    from test_build_push import FakeApi
+
+    from wildsci.cli import main
+
+    full_tmp, recipe, _, _, _ = full_build
+    shutil.copytree(full_tmp / "out", tmp_path / "out")
+    FakeApi.calls, FakeApi.fail = [], None
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_token_never_printed")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    rc = main(["build", str(recipe), "--output-dir", str(tmp_path / "out"), "--push", "--hub_repo_id", "me/fake"])
+    assert rc == 0
+    assert [c[0] for c in FakeApi.calls] == ["create_repo", "upload_folder"]
+    assert FakeApi.calls[0][1]["private"] is True and FakeApi.calls[1][1]["repo_id"] == "me/fake"
+    assert "data/train-00000-of-00001.parquet" in FakeApi.calls[1][1]["files"]
+    assert not any(".wildsci_build" in f for f in FakeApi.calls[1][1]["files"])
 
 
 def test_bad_recipe_is_one_line_before_any_work(tmp_path):

@@ -80,6 +80,9 @@ def test_status_skips_done_reruns_changed_and_resumes(tmp_path, monkeypatch):
     assert what == "resume" and "checkpoint" in why
     # ... but never resume checkpoints of a different run (another dataset)
     assert demo.status(changed[1], state)[0] == "run"
+    # a fresh (not resumed) GRPO run first clears an earlier run's checkpoints, which eval would pick up
+    demo._clear_stale(changed[1])
+    assert not (run / "grpo" / "checkpoint-2").exists() and (run / "grpo" / "config.json").is_file()
     # --small is another command, hence another fingerprint
     assert demo.plan(run, small=True)[0].fingerprint != stages[0].fingerprint
 
@@ -92,7 +95,10 @@ def test_commands_are_the_documented_ones(tmp_path):
         f"accelerate launch --num_processes 1 -m wildsci.grpo --config recipes/grpo/demo_cpu.yaml "
         f"--output_dir {run}/grpo --dataset_name {run}/dataset"
     )
-    assert ev.startswith(f"wildsci eval recipes/eval/demo.yaml --output-dir {run}/eval")
+    assert ev == (
+        f"wildsci eval recipes/eval/demo.yaml --output-dir {run}/eval --trained {run}/grpo "
+        f"--sources.wildsci {run}/dataset"
+    )
     assert report == f"wildsci report {run}"
     small = [shlex.join(s.shown) for s in demo.plan(run, small=True)]
     for s, extra in zip(small, (demo.SMALL["build"], demo.SMALL["grpo"], demo.SMALL["eval"]), strict=False):

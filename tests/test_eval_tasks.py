@@ -23,6 +23,7 @@ from eval_helpers import (
     gold_texts_from_file,
     gpqa_probes,
     latest_outputs,
+    make_slices,
     rescore,
     run_lighteval_cli,
     train_letter_model,
@@ -223,7 +224,10 @@ def test_task_table_names_metric_and_no_clash_with_builtins(monkeypatch, shared_
     items = [{"discipline": "Physics", "correct": 1.0}, {"discipline": "Physics", "correct": 0.0}]
     agg = mod.discipline_accuracy(items)
     assert agg["acc:Physics"] == 0.5 and math.isnan(agg["acc:Biology"]) and len(agg) == 10
-    assert mod.wildsci_prompt({"id": "z", "question": "Q", "options": ["a"], "answer": "A"}, "wildsci:arc_challenge") is None
+    assert (
+        mod.wildsci_prompt({"id": "z", "question": "Q", "options": ["a"], "answer": "A"}, "wildsci:arc_challenge")
+        is None
+    )
 
 
 def test_response_cache_key_follows_the_weights(tmp_path):
@@ -252,21 +256,22 @@ def test_response_cache_key_follows_the_weights(tmp_path):
 # ----------------------------------------------------------------------------------------- real CLI runs
 @pytest.fixture(scope="module")
 def eval_data(shared_data, tmp_path_factory):
-    """Sources of four tasks (+ GPQA decrypted into a temp dir) and the env pointing the tasks at them."""
+    """Short real slices of three benchmarks, a WildSci-format split, GPQA decrypted into a temp dir (if present)."""
     tmp = tmp_path_factory.mktemp("eval_data")
-    ds = make_wildsci_dataset(tmp / "wildsci", n_train=8, n_test=12)
+    slices = make_slices(shared_data, tmp / "slices", n=4)
+    ds = make_wildsci_dataset(tmp / "wildsci", n_train=8, n_test=4)
     gpqa = decrypt_gpqa(shared_data, tmp / "gpqa") if (shared_data / BENCH / "gpqa_diamond.zip").is_file() else None
     env = {
-        "WILDSCI_EVAL_MMLU_PRO": str(shared_data / BENCH / "mmlu_pro_test.jsonl"),
-        "WILDSCI_EVAL_ARC_CHALLENGE": str(shared_data / BENCH / "arc_challenge_test.jsonl"),
-        "WILDSCI_EVAL_SCIEVAL": str(shared_data / BENCH / "scieval_valid_mcq.jsonl"),
+        "WILDSCI_EVAL_MMLU_PRO": str(slices["mmlu_pro"]),
+        "WILDSCI_EVAL_ARC_CHALLENGE": str(slices["arc_challenge"]),
+        "WILDSCI_EVAL_SCIEVAL": str(slices["scieval"]),
         "WILDSCI_EVAL_WILDSCI": str(ds),
         "WILDSCI_EVAL_DATA_CACHE": str(tmp / "prepared"),
         "WILDSCI_EVAL_LIMIT": "4",
     }
     if gpqa is not None:
         env["WILDSCI_EVAL_GPQA_DIAMOND"] = str(gpqa)
-    return {"env": env, "dataset": ds, "gpqa": gpqa, "tmp": tmp}
+    return {"env": env, "dataset": ds, "gpqa": gpqa, "tmp": tmp, "slices": slices}
 
 
 def _gold_texts(shared_data: Path, eval_data: dict) -> dict[str, dict[str, str]]:
@@ -354,15 +359,13 @@ def test_cli_embedded_smollm2_scores_match_rescoring(shared_data, eval_data, emb
     print({k: (v["acc"], v["extraction_rate"]) for k, v in rescored.items()})
 
 
-def test_cli_bad_config_is_one_line(tmp_path):
-    """A wrong source path fails with one line naming the variable, not a traceback."""
-    import subprocess
-    import sys
+def test_cli_bad_config_is_one_line(monkeypatch, tmp_path, capsys):
+    """A wrong source path fails with one line naming the variable, not a traceback (the CLI entry point)."""
+    from wildsci.lighteval_compat import main
 
-    env = child_env(WILDSCI_EVAL_ARC_CHALLENGE=str(tmp_path / "missing" / "arc.jsonl"))
-    cmd = [sys.executable, "-m", "wildsci.lighteval_compat", "tasks", "inspect", "wildsci:arc_challenge"]
-    proc = subprocess.run(cmd + ["--custom-tasks", str(TASKS_FILE)], env=env, capture_output=True, text=True)
-    assert proc.returncode == 2
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("wildsci-lighteval: error:") and "WILDSCI_EVAL_ARC_CHALLENGE" in last
-    assert "Traceback" not in proc.stderr
+    for k in [k for k in __import__("os").environ if k.startswith("WILDSCI_EVAL_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("WILDSCI_EVAL_ARC_CHALLENGE", str(tmp_path / "missing" / "arc.jsonl"))
+    rc = main(["tasks", "inspect", "wildsci:arc_challenge", "--custom-tasks", str(TASKS_FILE)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("wildsci-lighteval: error:") and "WILDSCI_EVAL_ARC_CHALLENGE" in err[-1]

@@ -41,7 +41,7 @@ def trl_logs(**over):
 
 def feed(collector, texts, golds, discs, name="accuracy", values=None):
     ex = [extract_answer(t) for t in texts]
-    vals = values if values is not None else [float(e.ok and e.letter == g) for e, g in zip(ex, golds)]
+    vals = values if values is not None else [float(e.ok and e.letter == g) for e, g in zip(ex, golds, strict=True)]
     collector.record(name, ex, golds, discs, [len(t) for t in texts], vals)
 
 

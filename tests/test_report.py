@@ -355,3 +355,14 @@ def test_metrics_without_optional_keys(tmp_path, drop):
     assert "could not be drawn" not in md
     assert ("### Per discipline" in md) == (drop != "per_discipline")
     assert ("Training warnings" in md) == (drop != "warnings")
+
+
+def test_trained_model_is_the_last_one_eval_lists(tmp_path):
+    """wildsci eval lists base, checkpoint-N ascending, then the final save (whose step may be unknown)."""
+    from wildsci.report import RunInputs, _base_and_trained
+
+    models = [{"name": "checkpoint-2", "step": 2}, {"name": "base", "step": 0}, {"name": "final", "step": None}]
+    assert _base_and_trained(RunInputs(tmp_path, results={"models": models})) == ("base", "final")
+    only_preds = RunInputs(tmp_path, predictions=[{"model": "m0"}, {"model": "m1"}, {"model": "m0"}])
+    assert _base_and_trained(only_preds) == ("m0", "m1")
+    assert _base_and_trained(RunInputs(tmp_path)) == (None, None)

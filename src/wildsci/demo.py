@@ -38,13 +38,15 @@ RECIPES = {
 }
 #: ``--small`` (the test suite's chain): every stage shrunk through its ordinary command-line overrides.
 SMALL = {
-    "build": ["--max_papers", "2", "--questions_per_paper", "2"],
+    # 3 of the 26 built-in passages, one question each: what survives is enough to train and evaluate on
+    "build": ["--max_papers", "3", "--generate.questions_per_chunk", "1"],
+    # 2 steps of 1 question x 4 rollouts of 32 tokens; no checkpoints, so eval compares base vs the final save
     "grpo": [
-        "--max_steps", "2", "--max_train_samples", "8", "--num_generations", "4", "--per_device_train_batch_size",
-        "4", "--gradient_accumulation_steps", "1", "--max_completion_length", "32", "--logging_steps", "1",
-        "--save_steps", "2",
+        "--max_steps", "2", "--num_generations", "4", "--per_device_train_batch_size", "4",
+        "--max_completion_length", "32", "--save_strategy", "no",
     ],
-    "eval": ["--max_samples", "4", "--max_new_tokens", "32"],
+    # the WildSci task only (no benchmark files needed), on the train split: a 3-passage build may hold out nothing
+    "eval": ["--tasks", "[wildsci]", "--splits.wildsci", "train", "--max_samples", "4", "--max_new_tokens", "32"],
 }  # fmt: skip
 #: children run offline unless the caller says otherwise (the demo's promise: nothing reaches the Hub)
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -62,6 +64,7 @@ class Stage:
     always: bool = False  # rerun even when done (the report)
     fingerprint: str = ""
     resume: list[str] = field(default_factory=list)  # extra args when a same-fingerprint run was interrupted
+    stale: list[str] = field(default_factory=list)  # globs (in the output folder) to clear before a fresh run
 
 
 def _script(name: str, module: str) -> list[str]:
@@ -92,7 +95,10 @@ def plan(run_dir: str | Path = "runs/demo", small: bool = False) -> list[Stage]:
         "launch", "--num_processes", "1", "-m", "wildsci.grpo", "--config", RECIPES["grpo"],
         "--output_dir", str(grpo), "--dataset_name", str(ds), *extra["grpo"],
     ]  # fmt: skip
-    evaluate = ["eval", RECIPES["eval"], "--output-dir", str(ev), "--trained", str(grpo), *extra["eval"]]
+    evaluate = [
+        "eval", RECIPES["eval"], "--output-dir", str(ev), "--trained", str(grpo), "--sources.wildsci", str(ds),
+        *extra["eval"],
+    ]  # fmt: skip
     report = ["report", str(run)]
     stages = [
         Stage(
@@ -109,6 +115,7 @@ def plan(run_dir: str | Path = "runs/demo", small: bool = False) -> list[Stage]:
             [grpo / "config.json", grpo / "model.safetensors", grpo / "README.md", grpo / "wildsci_metrics.jsonl"],
             RECIPES["grpo"],
             resume=["--resume_from_checkpoint"],
+            stale=["checkpoint-*"],  # else `wildsci eval` would evaluate an earlier run's checkpoints as this one's
         ),
         Stage(
             "eval",
@@ -165,9 +172,23 @@ def status(stage: Stage, state: dict[str, Any]) -> tuple[str, str]:
             return "resume", f"resuming the interrupted run from its last checkpoint in {out}"
     if not same and rec.get("fingerprint"):
         return "run", "its command, recipe or an earlier stage changed since the last run"
-    if missing and not rec:
-        return "run", "not run yet"
-    return "run", f"outputs incomplete ({', '.join(p.name for p in missing)} missing)" if missing else "rerun"
+    if not rec:
+        return "run", "not run yet" if missing else f"no record of a finished run in {STATE_FILE}"
+    if missing:
+        return "run", f"outputs incomplete ({', '.join(p.name for p in missing)} missing)"
+    return "run", f"the last run {rec.get('status', 'did not finish')}"
+
+
+def _clear_stale(stage: Stage) -> None:
+    """Remove what an earlier, different run left in this stage's output folder (only inside the run dir)."""
+    import shutil
+
+    out = stage.outputs[0].parent
+    old = sorted(p for pattern in stage.stale for p in out.glob(pattern))
+    if old:
+        print(f"    removing {len(old)} stale item(s) of an earlier run from {out}: {', '.join(p.name for p in old)}")
+    for p in old:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def _child_env() -> dict[str, str]:
@@ -230,6 +251,8 @@ def run_demo(run_dir: str | Path = "runs/demo", plan_only: bool = False, small: 
             continue
         extra = s.resume if what == "resume" else []
         print(f"\n{head}: {why}\n    $ {shlex.join(s.shown + extra)}", flush=True)
+        if what == "run":
+            _clear_stale(s)
         rec.update(command=shlex.join(s.shown + extra), fingerprint=s.fingerprint, status="running", started_at=_now())
         _save_state(run, state)
         t0 = time.perf_counter()

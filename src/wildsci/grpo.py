@@ -50,7 +50,8 @@ class WildSciGRPOArguments:
         }
     )
     dataset_revision: str | None = field(
-        default=None, metadata={"help": "Hub revision (branch, tag or commit) of the dataset; pin it for reproducibility."}
+        default=None,
+        metadata={"help": "Hub revision (branch, tag or commit) of the dataset; pin it for reproducibility."},
     )
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_test_split: str | None = field(
@@ -64,7 +65,8 @@ class WildSciGRPOArguments:
         },
     )
     disciplines: list[str] | None = field(
-        default=None, metadata={"help": "Keep only these disciplines (names from src/wildsci/taxonomy.yaml); null keeps all."}
+        default=None,
+        metadata={"help": "Keep only these disciplines (names from src/wildsci/taxonomy.yaml); null keeps all."},
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Train on a seeded random subset of this many rows (after filtering)."}
@@ -94,7 +96,8 @@ class WildSciGRPOArguments:
         default=0.95, metadata={"help": "frac_reward_zero_std at or above this counts as 'every group identical'."}
     )
     zero_std_patience: int = field(
-        default=3, metadata={"help": "Warn after this many logged steps in a row with identical rewards in every group."}
+        default=3,
+        metadata={"help": "Warn after this many logged steps in a row with identical rewards in every group."},
     )
 
 
@@ -251,8 +254,12 @@ def prepare_dataset(ds, script: WildSciGRPOArguments, where: str, seed: int = 0)
     ds = ds.filter(usable)
     dropped = n_filtered - len(ds)
     if dropped:
-        log.warning("%s: dropped %d of %d rows (empty question, <2 options, or answer not an option letter)",
-                    where, dropped, n_filtered)
+        log.warning(
+            "%s: dropped %d of %d rows (empty question, <2 options, or answer not an option letter)",
+            where,
+            dropped,
+            n_filtered,
+        )
     if len(ds) == 0:
         raise UserError(
             f"dataset {where}: no usable rows left ({n0} rows, {n_filtered} after the voting_types/disciplines "
@@ -406,7 +413,9 @@ def push_model(output_dir: str | Path, repo_id: str, private: bool = True, token
         )
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"push to {repo_id} failed: {msg} -- check `hf auth login` and that you may write there") from None
+        raise UserError(
+            f"push to {repo_id} failed: {msg} -- check `hf auth login` and that you may write there"
+        ) from None
     return str(getattr(info, "commit_url", repo_id))
 
 
@@ -471,7 +480,9 @@ def resolve_resume(value: Any, output_dir: str) -> str | None:
             )
         return last
     if not Path(value).is_dir():
-        raise UserError(f"--resume_from_checkpoint: {value} is not a checkpoint folder -- give a checkpoint-<step> path")
+        raise UserError(
+            f"--resume_from_checkpoint: {value} is not a checkpoint folder -- give a checkpoint-<step> path"
+        )
     return str(value)
 
 
@@ -504,9 +515,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         yaml.safe_dump({**data, **({"env": env} if env else {})}, tmp_cfg)
         tmp_cfg.close()
     try:
-        script, args, model_args = parser.parse_args_and_config(
-            (["--config", tmp_cfg.name] if tmp_cfg else []) + rest
-        )
+        script, args, model_args = parser.parse_args_and_config((["--config", tmp_cfg.name] if tmp_cfg else []) + rest)
     except ValueError as e:
         raise UserError(f"{source}: {str(e).splitlines()[0]}") from None
     finally:

@@ -225,8 +225,8 @@ class Guards:
             self.streak = self.streak + 1 if zero >= self.zero_std_threshold else 0
             if self.streak >= self.zero_std_patience:
                 warnings.append(
-                    f"step {step}: {zero:.0%} of prompt groups had identical rewards for {self.streak} logged steps in "
-                    "a row; the GRPO advantage is 0, so nothing is learned -- add a shaping reward (format), raise "
+                    f"step {step}: {zero:.0%} of prompt groups had identical rewards for {self.streak} logged steps "
+                    "in a row; the GRPO advantage is 0, so nothing is learned -- add a shaping reward (format), raise "
                     "num_generations or temperature, or use questions of suitable difficulty"
                 )
         return warnings

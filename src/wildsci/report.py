@@ -223,7 +223,8 @@ def _count_dicts(dicts: list[Any]) -> Counter:
 
 
 def _letter_keys(*counters: Counter) -> list[str]:
-    keys = [c for c in LETTERS if any(cnt.get(c) for cnt in counters)]
+    present = [i for i, c in enumerate(LETTERS) if any(cnt.get(c) for cnt in counters)]
+    keys = list(LETTERS[: max(present) + 1]) if present else []  # A..last letter used: gaps are information
     extra = sorted({k for cnt in counters for k in cnt if k not in LETTERS and cnt.get(k)})
     return keys + extra
 
@@ -254,6 +255,11 @@ class _Plots:
         return fig, fig.subplots(nrows, ncols, squeeze=False)
 
     def save(self, fig, name: str, alt: str) -> str:
+        from matplotlib.ticker import MaxNLocator
+
+        for ax in fig.axes:  # steps are whole numbers, even on a 2-step run
+            if ax.get_xlabel().startswith("optimizer step"):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         path = self.dir / f"{name}.png"
         fig.savefig(path, dpi=100)
         self.made.append(path)
@@ -305,7 +311,11 @@ def _warnings_section(inp: RunInputs) -> list[str]:
 
 
 def _base_and_trained(inp: RunInputs) -> tuple[str | None, str | None]:
-    """The base model is ``base`` / step 0 / the first model; the trained one is the latest step (or the last)."""
+    """Base: the model named ``base``, else step 0, else the first. Trained: the last other model listed.
+
+    ``wildsci eval`` lists models in training order (base, ``checkpoint-N`` ascending, then the final save,
+    whose step may be unknown), so the last one is the most-trained policy.
+    """
     models = [m for m in (inp.results or {}).get("models") or [] if isinstance(m, dict) and m.get("name")]
     names = [str(m["name"]) for m in models]
     for p in inp.predictions:
@@ -317,11 +327,7 @@ def _base_and_trained(inp: RunInputs) -> tuple[str | None, str | None]:
     base = next((n for n in names if n.lower() == "base"), None)
     base = base or next((n for n in names if steps.get(n) == 0), None) or names[0]
     others = [n for n in names if n != base]
-    if not others:
-        return base, None
-    stepped = [n for n in others if _num(steps.get(n)) is not None]
-    trained = max(stepped, key=lambda n: steps[n]) if stepped else others[-1]
-    return base, trained
+    return base, (others[-1] if others else None)
 
 
 def _summary_section(inp: RunInputs) -> list[str]:
@@ -383,6 +389,18 @@ def _dataset_section(inp: RunInputs, plots: _Plots) -> list[str]:
         out += [f"Dataset card: [`{_rel(card, inp.run_dir)}`]({_rel(card, inp.run_dir)}).", ""]
     if br.get("recipe_hash") or br.get("git_sha"):
         out += [f"Recipe hash `{br.get('recipe_hash', '?')}`, git `{br.get('git_sha', '?')}`.", ""]
+    # beyond the contract, shown when the builder recorded them
+    if isinstance(br.get("command"), str):
+        took = f" in {_num(br.get('seconds')):.0f} s" if _num(br.get("seconds")) is not None else ""
+        out += [f"Built with `{br['command']}`{took} ({br.get('built_at', 'time not recorded')}).", ""]
+    if isinstance(br.get("generator"), str):
+        voters = br.get("voters") if isinstance(br.get("voters"), list) else []
+        out += [
+            f"Generator: {br['generator']}; voters: {', '.join(map(str, voters)) or 'the generator'}"
+            + (f", {br['num_votes']} votes per question" if br.get("num_votes") else "")
+            + ".",
+            "",
+        ]
 
     stages = [s for s in br.get("stages") or [] if isinstance(s, dict) and s.get("name")]
     if stages:
@@ -442,7 +460,9 @@ def _dataset_section(inp: RunInputs, plots: _Plots) -> list[str]:
             rows = [[k, _fmt(v), _pct((_num(v) or 0) / total)] for k, v in d.items()]
             out += [f"**{title}**", "", _table([key.replace("_", " "), "count", "share"], rows), ""]
 
-    decon = br.get("decontamination") if isinstance(br.get("decontamination"), dict) else {}
+    decon = br.get("decontamination") if isinstance(br.get("decontamination"), dict) else None
+    if decon == {}:
+        out += ["Decontamination: none (the recipe lists no benchmarks to check against).", ""]
     if decon:
         rows = [[b, _fmt(v.get("checked")), _fmt(v.get("removed"))] for b, v in decon.items() if isinstance(v, dict)]
         out += ["### Decontamination", "", _table(["benchmark", "questions checked", "removed"], rows), ""]
@@ -475,7 +495,8 @@ def _training_section(inp: RunInputs, plots: _Plots) -> list[str]:
         if not x:
             return False
         (raw,) = ax.plot(x, y, lw=0.8, alpha=0.45, color=color)
-        ax.plot(x, _rolling(y, w), lw=2, color=raw.get_color(), label=label)
+        marker = "o" if len(x) <= 20 else None  # a short run is a few points, not a trend
+        ax.plot(x, _rolling(y, w), lw=2, color=raw.get_color(), label=label, marker=marker, ms=4)
         return True
 
     # reward + accuracy
@@ -524,7 +545,8 @@ def _training_section(inp: RunInputs, plots: _Plots) -> list[str]:
                 ys = [pooled(metrics[max(0, j - w + 1) : j + 1], d, key)[0] for j in range(len(metrics))]
                 pts = [(s, v) for s, v in zip(steps, ys, strict=True) if v is not None]
                 if pts:
-                    ax.plot(*zip(*pts, strict=True), lw=1.6, color=cmap(i % 10), label=d)
+                    mk = "o" if len(pts) <= 20 else None
+                    ax.plot(*zip(*pts, strict=True), lw=1.6, color=cmap(i % 10), label=d, marker=mk, ms=3)
             ax.set(
                 title=f"{key.capitalize()} per discipline",
                 xlabel=f"optimizer step ({w}-step window, weighted by completions)",
@@ -606,7 +628,8 @@ def _training_section(inp: RunInputs, plots: _Plots) -> list[str]:
         groups = {"gold (whole run)": _fractions(gold, keys)} if gold else {}
         groups.update({"policy, first half": _fractions(pe, keys), "policy, second half": _fractions(pl, keys)})
         _bars(ax, keys, groups)
-        ax.set(title="Answer letters during training vs gold", xlabel="option letter", ylabel="fraction of answers")
+        ax.set(title="Answer letters during training vs gold", xlabel="option letter")
+        ax.set_ylabel("fraction of parsed answers")
         ax.legend(fontsize=8)
         out += [
             "### Answer letters during training",

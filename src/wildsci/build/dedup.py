@@ -126,7 +126,7 @@ def ngram_hashes(texts: list[str], n: int, hasher: WordHasher) -> tuple[np.ndarr
     valid = pos + win <= lengths[owner]
     acc = np.zeros(flat.size, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for k in range(n):
+        for k in range(min(n, flat.size)):
             shifted = np.zeros(flat.size, dtype=np.uint64)
             shifted[: flat.size - k] = flat[k:]
             use = k < win

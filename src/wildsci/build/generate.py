@@ -63,6 +63,32 @@ INSTRUCTIONS = "\n".join(
     ]
 )
 
+# The worked example (written for this project, CC0): a passage and a question that needs reasoning about it.
+EXAMPLE = {
+    "title": "Heat-tolerant symbionts and coral bleaching",
+    "text": "Reef-building corals depend on symbiotic algae that live inside their tissues and supply most of their "
+    "energy through photosynthesis. During marine heatwaves the symbiosis breaks down and corals expel the algae, "
+    "which is called bleaching. Colonies hosting a heat-tolerant algal strain bleached later and recovered faster "
+    "than colonies hosting the common strain, although both were exposed to the same temperatures.",
+    "question": "Two colonies of one coral species live through the same marine heatwave. One hosts a heat-tolerant "
+    "strain of symbiotic algae, the other the common strain. Which outcome is most likely?",
+    "options": [
+        "Both colonies bleach at the same time, because bleaching depends only on water temperature",
+        "The colony with the common strain bleaches later, because its algae photosynthesise more",
+        "The colony with heat-tolerant algae bleaches later and recovers faster",
+        "Neither colony bleaches, because symbiotic algae shield corals from heat",
+        "The colony with heat-tolerant algae bleaches earlier, because it expels its algae faster",
+        "Both colonies die at once without bleaching",
+        "The colony with the common strain recovers faster, because its algae recolonise quickly",
+        "Extra feeding on plankton prevents bleaching in both colonies",
+        "Heat-tolerant algae make the coral grow faster but do not change bleaching",
+        "The colony with heat-tolerant algae never recovers once it has bleached",
+    ],
+    "answer": 2,  # C, not A: generators copy the example's habits
+    "rationale": "A heat-tolerant symbiont keeps the symbiosis working at higher temperatures, so bleaching starts "
+    "later and the partnership re-establishes sooner.",
+}
+
 _REFERS = re.compile(
     r"\b(?:(?:this|the|that)\s+(?:paper|study|article|excerpt|passage|manuscript|text)|the\s+authors?)\b", re.I
 )
@@ -87,6 +113,17 @@ class GenerateConfig:
         default=True,
         metadata={"help": "put minItems/maxItems = num_options in the JSON schema (structured backends obey it)"},
     )
+    max_field_chars: int | None = field(
+        default=600,
+        metadata={
+            "help": "maxLength for question/option/rationale strings in the JSON schema (stops a small model from "
+            "rambling until max_new_tokens); null for endpoints whose strict mode rejects maxLength (OpenAI's API)"
+        },
+    )
+    few_shot: bool = field(
+        default=True,
+        metadata={"help": "show one worked example (passage -> question) before the real excerpt; helps small models"},
+    )
     reject_paper_references: bool = field(
         default=True, metadata={"help": "drop questions that mention 'the paper', 'the study', 'the authors'"}
     )
@@ -109,32 +146,58 @@ class GenerateConfig:
 
 def question_schema(cfg: GenerateConfig) -> dict[str, Any]:
     """The JSON schema the generator is held to (OpenAI strict-mode compatible: all keys required)."""
-    options: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+
+    def text(min_len: int) -> dict[str, Any]:
+        if cfg.max_field_chars is None:
+            return {"type": "string"}
+        return {"type": "string", "minLength": min_len, "maxLength": cfg.max_field_chars}
+
+    options: dict[str, Any] = {"type": "array", "items": text(1)}
     if cfg.constrain_option_count:
         options.update(minItems=cfg.num_options, maxItems=cfg.num_options)
     return {
         "type": "object",
         "properties": {
-            "question": {"type": "string"},
+            "question": text(10),
             "options": options,
             "answer": {"type": "string", "enum": list(LETTERS[: cfg.max_options])},
-            "rationale": {"type": "string"},
+            "rationale": text(1),
         },
         "required": ["question", "options", "answer", "rationale"],
         "additionalProperties": False,
     }
 
 
-def build_request_messages(chunk: dict, cfg: GenerateConfig) -> list[dict[str, str]]:
+def _user_turn(title: str, text: str, cfg: GenerateConfig) -> str:
     extra = "".join(f"\n- {line.strip()}" for line in cfg.extra_instructions.splitlines() if line.strip())
-    text = str(chunk.get("text") or "")[: cfg.max_chunk_chars]
-    user = INSTRUCTIONS.format(
-        num_options=cfg.num_options,
-        extra=extra,
-        title=str(chunk.get("title") or "").strip() or "(untitled)",
-        text=text,
+    return INSTRUCTIONS.format(
+        num_options=cfg.num_options, extra=extra, title=title.strip() or "(untitled)", text=text
     )
-    return [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": user}]
+
+
+def _example_answer(num_options: int) -> str:
+    """The worked example's answer, cut to ``num_options`` options (the correct one always kept)."""
+    wrong = [o for i, o in enumerate(EXAMPLE["options"]) if i != EXAMPLE["answer"]][: num_options - 1]
+    at = min(EXAMPLE["answer"], num_options - 1)
+    options = wrong[:at] + [EXAMPLE["options"][EXAMPLE["answer"]]] + wrong[at:]
+    obj = {
+        "question": EXAMPLE["question"],
+        "options": options,
+        "answer": LETTERS[at],
+        "rationale": EXAMPLE["rationale"],
+    }
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def build_request_messages(chunk: dict, cfg: GenerateConfig) -> list[dict[str, str]]:
+    """System prompt, optionally one worked example exchange, then the chunk's excerpt."""
+    text = str(chunk.get("text") or "")[: cfg.max_chunk_chars]
+    msgs = [{"role": "system", "content": cfg.system_prompt}]
+    if cfg.few_shot:
+        msgs.append({"role": "user", "content": _user_turn(EXAMPLE["title"], EXAMPLE["text"], cfg)})
+        msgs.append({"role": "assistant", "content": _example_answer(cfg.num_options)})
+    msgs.append({"role": "user", "content": _user_turn(str(chunk.get("title") or ""), text, cfg)})
+    return msgs
 
 
 # ----------------------------------------------------------------------------------------- validation
@@ -233,7 +296,7 @@ def validate_question(
     if not q.strip():
         return None, "empty_question"
     options = _strip_labels([str(o).strip() for o in opts])
-    if any(not o for o in options):
+    if any(not re.search(r"\w", o) for o in options):  # "" or only punctuation
         return None, "empty_option"
     if len(options) < cfg.min_options:
         return None, "too_few_options"

@@ -284,32 +284,36 @@ def _license_from_url(url: str) -> str:
 class IngestStats:
     """Counts of papers read and dropped (by reason), shared by every source of a build."""
 
-    def __init__(self) -> None:
+    def __init__(self, shard: tuple[int, int] | None = None) -> None:
         self.read = 0
         self.drops: Counter[str] = Counter()
+        self.shard = shard
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] += n
 
+    def unreadable(self, key: str, reason: str) -> None:
+        """A row that could not even be decoded: counted by the one shard that owns its position."""
+        if in_shard(key, self.shard):
+            self.read += 1
+            self.drop(reason)
+
 
 def _iter_jsonl(path: Path, stats: IngestStats) -> Iterator[dict[str, Any]]:
     with path.open("rb") as fh:
-        for raw in fh:
+        for lineno, raw in enumerate(fh):
             if not raw.strip():
                 continue
-            stats.read += 1
             try:
-                line = raw.decode("utf-8")
+                row = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError:
-                stats.drop("not_utf8")
+                stats.unreadable(f"{path}#{lineno}", "not_utf8")
                 continue
-            try:
-                row = json.loads(line)
             except json.JSONDecodeError:
-                stats.drop("bad_json")
+                stats.unreadable(f"{path}#{lineno}", "bad_json")
                 continue
             if not isinstance(row, dict):
-                stats.drop("bad_json")
+                stats.unreadable(f"{path}#{lineno}", "bad_json")
                 continue
             yield row
 
@@ -322,22 +326,19 @@ def _iter_parquet(path: Path, stats: IngestStats) -> Iterator[dict[str, Any]]:
     except Exception as e:
         raise UserError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]}) -- check the file") from None
     for batch in pf.iter_batches(batch_size=256):
-        for row in batch.to_pylist():
-            stats.read += 1
-            yield row
+        yield from batch.to_pylist()
 
 
 def _iter_jats(path: Path, stats: IngestStats) -> Iterator[dict[str, Any]]:
-    stats.read += 1
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
-        stats.drop("not_utf8")
+        stats.unreadable(str(path), "not_utf8")
         return
     try:
         paper = parse_jats(text)
     except ET.ParseError:
-        stats.drop("bad_xml")
+        stats.unreadable(str(path), "bad_xml")
         return
     paper["paper_id"] = paper["paper_id"] or path.stem
     yield {"__paper__": paper}
@@ -357,7 +358,6 @@ def _iter_hub(src: SourceConfig, stats: IngestStats) -> Iterator[dict[str, Any]]
             "HF_HUB_OFFLINE, or point 'path' at local files"
         ) from None
     for row in ds:
-        stats.read += 1
         yield dict(row)
 
 
@@ -584,6 +584,13 @@ def chunk_paper(
     return out
 
 
+def _row_key(row: dict[str, Any], src: SourceConfig) -> str | None:
+    if "__paper__" in row:
+        return row["__paper__"].get("paper_id") or None
+    keys = (src.id_column,) if src.id_column else ID_KEYS
+    return next((str(row[k]).strip() for k in keys if row.get(k) not in (None, "")), None)
+
+
 def iter_papers(
     sources: Iterable[SourceConfig],
     cfg: ChunkConfig,
@@ -591,41 +598,47 @@ def iter_papers(
     shard: tuple[int, int] | None = None,
     max_papers: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Valid, de-duplicated papers of all sources (in source order), counting every drop."""
+    """Valid, de-duplicated papers of all sources (in source order), counting every drop.
+
+    With ``shard``, every shard still reads and validates every row (cheap next to the LLM stages), so
+    ``max_papers`` and duplicate detection are global, but a row is *counted* (read or dropped) and *yielded*
+    only by the shard that owns it (its paper id, or its position when it has none): shards add up exactly to
+    a single build.
+    """
     seen: set[str] = set()
     total = 0
     for src in sources:
         kept = 0
-        for row in _iter_rows(src, stats):
-            if src.where and not _matches(row, src.where):
-                stats.drop("filtered")
-                continue
+        for n, row in enumerate(_iter_rows(src, stats)):
             if (src.max_papers is not None and kept >= src.max_papers) or (
                 max_papers is not None and total >= max_papers
             ):
-                stats.read -= 1  # not read for this build: neither kept nor dropped
                 break
-            paper, reason = normalize_paper(row, src)
-            if paper is None:
-                stats.drop(reason or "invalid_paper")
-                continue
-            if not in_shard(paper["paper_id"], shard):
-                stats.read -= 1  # another shard's paper
-                continue
-            if paper["paper_id"] in seen:
-                stats.drop("duplicate_paper")
-                continue
-            text = " ".join(t for _, t in main_text_sections(paper, cfg))
-            if text.count("\ufffd") > 0.001 * len(text) or letter_ratio(text) < cfg.min_letter_ratio:
-                stats.drop("garbled_text")
-                continue
-            if len(text.split()) < cfg.min_words:
-                stats.drop("too_short")
+            mine = in_shard(_row_key(row, src) or f"{src.path}#{n}", shard)
+            stats.read += mine
+            reason = None
+            paper = None
+            if src.where and not _matches(row, src.where):
+                reason = "filtered"
+            else:
+                paper, reason = normalize_paper(row, src)
+            if paper is not None:
+                text = " ".join(t for _, t in main_text_sections(paper, cfg))
+                if paper["paper_id"] in seen:
+                    reason = "duplicate_paper"
+                elif text.count("\ufffd") > 0.001 * len(text) or letter_ratio(text) < cfg.min_letter_ratio:
+                    reason = "garbled_text"
+                elif len(text.split()) < cfg.min_words:
+                    reason = "too_short"
+            if reason is not None:
+                if mine:
+                    stats.drop(reason)
                 continue
             seen.add(paper["paper_id"])
             kept += 1
             total += 1
-            yield paper
+            if mine:
+                yield paper
 
 
 def ingest(
@@ -643,7 +656,7 @@ def ingest(
     """
     from tqdm.auto import tqdm
 
-    stats = IngestStats()
+    stats = IngestStats(shard)
     counter = TokenCounter(cfg.tokenizer or tokenizer)
     chunk_drops: Counter[str] = Counter()
     chunks: list[dict[str, Any]] = []

@@ -18,6 +18,7 @@ so n shards merged give exactly the dataset of one run (docs/scale_out.md).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shlex
@@ -64,10 +65,21 @@ class Checkpoints:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
 
-    def get(self, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    @staticmethod
+    def rows_hash(rows: list[dict[str, Any]]) -> str:
+        """Identity of a stage's input: a stage file is reused only for exactly the rows it was computed from."""
+        h = hashlib.sha256()
+        for r in rows:
+            h.update(json.dumps(r, ensure_ascii=False, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    def get(self, name: str, input_hash: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+        """A finished stage's rows, unless its input changed or it must be retried (it had failed LLM calls)."""
         meta = self.manifest["stages"].get(name)
         path = self.root / f"{name}.jsonl"
-        if not meta or not path.is_file():
+        if not meta or not path.is_file() or meta.get("retry"):
+            return None
+        if input_hash is not None and meta.get("input_hash") != input_hash:
             return None
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
         if len(rows) != meta.get("rows"):
@@ -89,11 +101,21 @@ def log(msg: str) -> None:
     Console(stderr=True, highlight=False).print(f"[bold cyan]wildsci build[/]: {msg}")
 
 
+#: backend fields that say how to reach a model, not what it answers (moving to another server keeps the hash)
+TRANSPORT_KEYS = ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries")
+
+
 def _content_dict(recipe: Any) -> dict[str, Any]:
+    """The recipe values that determine the dataset's content (its hash names the rows' ``recipe_hash``)."""
     from wildsci.build.config import NON_CONTENT_KEYS
 
     data = dataclasses.asdict(recipe)
-    return {k: v for k, v in data.items() if k not in NON_CONTENT_KEYS}
+    out = {k: v for k, v in data.items() if k not in NON_CONTENT_KEYS}
+    for role in ("generator", "labeler"):
+        if isinstance(out.get(role), dict):
+            out[role] = {k: v for k, v in out[role].items() if k not in TRANSPORT_KEYS}
+    out["voters"] = [{k: v for k, v in b.items() if k not in TRANSPORT_KEYS} for b in out.get("voters", [])]
+    return out
 
 
 def _hash(data: dict[str, Any]) -> str:
@@ -215,14 +237,17 @@ def per_paper_stages(recipe: Any, ckpt: Checkpoints, cache: Any) -> tuple[list[d
         log(f"ingest: {st[0]['out']} papers -> {len(chunks)} passages ({st[1].get('tokens', '')})")
 
     def run(name: str, rows_in: list[dict], fn, n_in: int | None = None) -> list[dict]:
-        got = ckpt.get(name)
+        in_hash = ckpt.rows_hash(rows_in)
+        got = ckpt.get(name, in_hash)
         if got:
             rows, meta = got
             log(f"{name}: {len(rows)} rows (from checkpoint)")
         else:
             t0 = time.time()
             rows, drops = fn(rows_in)[:2]
-            meta = {"drops": drops}
+            # failed LLM calls are not cached: mark the stage to be recomputed by the next run, which then
+            # answers every finished call from the cache and retries exactly the failed ones
+            meta = {"drops": drops, "input_hash": in_hash, "retry": bool(drops.get("llm_error"))}
             ckpt.put(name, rows, meta)
             log(f"{name}: {len(rows_in)} -> {len(rows)} in {time.time() - t0:.1f}s")
         stages.append(_stage(name, len(rows_in) if n_in is None else n_in, len(rows), meta["drops"]))

@@ -471,16 +471,24 @@ class OpenAIClient(_CachedClient):
                     f"api_key_env is {config.api_key_env!r} but that environment variable is not set -- "
                     f"export {config.api_key_env}=... (the key is read from the environment only)"
                 )
-        import httpx
         from openai import OpenAI
 
-        limits = httpx.Limits(max_connections=config.concurrency * 2, max_keepalive_connections=config.concurrency)
+        # The SDK's default pool (100 keep-alive connections) covers any sane concurrency; a bigger one is sized here.
+        http_client = None
+        if config.concurrency > 100:
+            from openai import DefaultHttpxClient
+            from openai._constants import DEFAULT_CONNECTION_LIMITS
+
+            limits = type(DEFAULT_CONNECTION_LIMITS)(
+                max_connections=config.concurrency * 2, max_keepalive_connections=config.concurrency
+            )
+            http_client = DefaultHttpxClient(limits=limits)
         self._client = OpenAI(
             base_url=config.base_url,
             api_key=api_key,
             timeout=config.timeout_s,
             max_retries=config.max_retries,
-            http_client=httpx.Client(limits=limits, timeout=config.timeout_s),
+            http_client=http_client,
         )
 
     def _kwargs(self, req: ChatRequest, seed: int) -> dict[str, Any]:
@@ -522,6 +530,8 @@ class OpenAIClient(_CachedClient):
             if text is None:
                 return ChatResult(None, error=f"server returned no content (finish_reason={choice.finish_reason})")
             return ChatResult(text, finish_reason=choice.finish_reason)
+        except ValueError as e:  # json.JSONDecodeError included: a 200 whose JSON body does not parse
+            return ChatResult(None, error=f"server returned a non-JSON body ({type(e).__name__})")
         except Exception as e:  # noqa: BLE001 - every failure becomes a counted drop, never a crash
             first = str(e).splitlines()[0][:200] if str(e) else ""
             return ChatResult(None, error=f"{type(e).__name__}: {first}")

@@ -85,12 +85,16 @@ def completion_body(content: str | None, model: str, finish_reason: str = "stop"
 
 
 class LoopbackServer:
-    """``with LoopbackServer(handler) as srv: ... srv.url ...``; ``srv.requests`` holds every request body."""
+    """``with LoopbackServer(handler) as srv: ... srv.url ...``; ``srv.requests`` holds every request body.
+
+    The handler runs in the server's request thread; it gets the parsed body and the request's ordinal.
+    """
 
     def __init__(self, handler: Handler = echo_handler, record: bool = True):
         self.handler = handler
         self.record = record
         self.requests: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []  # the Authorization header of each request
         self._count = 0
         self._lock = threading.Lock()
         server = self
@@ -112,6 +116,7 @@ class LoopbackServer:
                     server._count += 1
                     if server.record:
                         server.requests.append(body)
+                        server.authorizations.append(self.headers.get("Authorization"))
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, b'{"error": {"message": "not found"}}', {})
                     return
@@ -130,6 +135,7 @@ class LoopbackServer:
                     pass
 
             def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+                headers = dict(headers)
                 self.send_response(status)
                 self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
                 self.send_header("Content-Length", str(len(payload)))

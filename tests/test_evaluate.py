@@ -1,0 +1,270 @@
+"""``wildsci eval``: base + checkpoints x tasks through real lighteval runs, the tables, the plot, permutations.
+
+The matrix runs on the tiny model: ``base`` (random weights), ``checkpoint-1`` (the same random weights) and
+``checkpoint-2`` (the tiny model trained to answer ``\\boxed{A}`` to everything -- a pure letter prior). Every
+number is checked against lighteval's saved details and against what that policy must score: a letter-A
+policy is right exactly when the gold letter is A, reads as "A" 100% of the time under permutations, and picks
+the same option content only when both permutations put the same option first.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from eval_helpers import (
+    assert_no_leak,
+    decrypt_gpqa,
+    gold_texts_from_file,
+    gpqa_probes,
+    make_slices,
+    rescore,
+    train_letter_model,
+)
+from PIL import Image
+from wildsci_fixtures import make_wildsci_dataset
+
+from wildsci.cli import main
+from wildsci.eval_sources import disciplines, permutation
+from wildsci.evaluate import EvalRecipe, expand_models, permutation_summary
+from wildsci.recipes import RecipeError, load_recipe
+
+PRED_KEYS = {"model", "task", "question_id", "discipline", "gold", "pred", "correct", "completion_tokens"}
+
+
+def write_recipe(path: Path, **fields) -> Path:
+    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+@pytest.fixture(scope="module")
+def matrix(shared_data, tmp_path_factory):
+    """One ``wildsci eval --permutations 2`` over base + 2 checkpoints x (WildSci split, ARC-Challenge)."""
+    from wildsci.models import resolve_model
+
+    tmp = tmp_path_factory.mktemp("matrix")
+    slices = make_slices(shared_data, tmp / "slices", n=6)
+    ds = make_wildsci_dataset(tmp / "dataset", n_train=8, n_test=6)
+    run = tmp / "grpo"
+    shutil.copytree(resolve_model("tiny:qwen2"), run / "checkpoint-1")
+    train_letter_model(run / "checkpoint-2", "A")
+    recipe = write_recipe(
+        tmp / "recipe.yaml",
+        output_dir=str(tmp / "unused"),
+        base="tiny:qwen2",
+        trained=str(run),
+        tasks=["wildsci", "arc_challenge"],
+        sources={"wildsci": str(ds), "arc_challenge": str(slices["arc_challenge"])},
+        max_samples=6,
+        max_new_tokens=8,
+        device="cpu",
+        dtype="float32",
+    )
+    out = tmp / "eval"
+    t0 = time.time()
+    rc = main(["eval", str(recipe), "--permutations", "2", "--output-dir", str(out)])
+    assert rc == 0
+    return {"out": out, "recipe": recipe, "slices": slices, "dataset": ds, "seconds": time.time() - t0}
+
+
+@pytest.mark.slow
+def test_results_json_follows_the_contract(matrix):
+    res = json.loads((matrix["out"] / "results.json").read_text())
+    assert [(m["name"], m["step"]) for m in res["models"]] == [("base", 0), ("checkpoint-1", 1), ("checkpoint-2", 2)]
+    assert all(Path(m["path"]).is_dir() for m in res["models"])
+    assert res["tasks"] == ["wildsci", "arc_challenge"]
+    for m in res["models"]:
+        for t in res["tasks"]:
+            s = res["scores"][m["name"]][t]
+            assert set(s) == {"accuracy", "extraction_rate", "n", "per_discipline"} and s["n"] == 6
+            assert set(s["per_discipline"]) <= set(disciplines())
+            assert sum(d["n"] for d in s["per_discipline"].values()) == 6
+            p = res["permutations"][m["name"]][t]
+            assert {"k", "accuracy", "consistency", "letter_distribution", "gold_letter_distribution"} <= set(p)
+            assert p["k"] == 2
+    preds = read_jsonl(matrix["out"] / "predictions.jsonl")
+    assert len(preds) == 3 * 2 * 6 and all(set(p) == PRED_KEYS for p in preds)
+    assert len(read_jsonl(matrix["out"] / "permutation_predictions.jsonl")) == 3 * 2 * 6 * 2
+
+
+@pytest.mark.slow
+def test_scores_match_details_and_the_letter_policy(matrix):
+    """lighteval's numbers = predictions.jsonl = independent re-scoring of the details = what the policy must get."""
+    import pyarrow.parquet as pq
+
+    out = matrix["out"]
+    res = json.loads((out / "results.json").read_text())
+    preds = read_jsonl(out / "predictions.jsonl")
+    golds = {"arc_challenge": gold_texts_from_file(matrix["slices"]["arc_challenge"])}
+    for m in res["models"]:
+        details = {}
+        for f in (out / "lighteval" / m["name"]).rglob("details_*.parquet"):
+            details[f.name.split("|")[0].removeprefix("details_")] = pq.read_table(f).to_pylist()
+        for t in res["tasks"]:
+            s = res["scores"][m["name"]][t]
+            mine = [p for p in preds if p["model"] == m["name"] and p["task"] == t]
+            assert s["accuracy"] == pytest.approx(np.mean([p["correct"] for p in mine]))
+            for d, v in s["per_discipline"].items():
+                sub = [p for p in mine if p["discipline"] == d]
+                assert v["n"] == len(sub) and v["accuracy"] == pytest.approx(np.mean([p["correct"] for p in sub]))
+            again = rescore(details[f"wildsci:{t}"], golds.get(t))
+            assert (again["acc"], again["extraction_rate"]) == pytest.approx((s["accuracy"], s["extraction_rate"]))
+            share_a = np.mean([p["gold"] == "A" for p in mine])
+            if m["name"] == "checkpoint-2":
+                assert s["extraction_rate"] == 1.0 and all(p["pred"] == "A" for p in mine)
+                assert s["accuracy"] == pytest.approx(share_a)
+            else:
+                assert s["extraction_rate"] == 0.0 and all(p["pred"] is None for p in mine)
+
+
+@pytest.mark.slow
+def test_permutations_expose_the_letter_prior(matrix):
+    res = json.loads((matrix["out"] / "results.json").read_text())
+    perm_preds = read_jsonl(matrix["out"] / "permutation_predictions.jsonl")
+    for t in res["tasks"]:
+        letter = res["permutations"]["checkpoint-2"][t]
+        mine = [p for p in perm_preds if p["model"] == "checkpoint-2" and p["task"] == t]
+        qids = sorted({p["question_id"] for p in mine})
+        n_opts = {p["question_id"]: len(p["order"]) for p in mine}
+        # always "A": the same content only when both orders put the same original option first
+        same_first = [permutation(q, n_opts[q], 0)[0] == permutation(q, n_opts[q], 1)[0] for q in qids]
+        assert letter["consistency"] == pytest.approx(np.mean(same_first))
+        assert letter["letter_distribution"]["A"] == 1.0 and sum(letter["letter_distribution"].values()) == 1.0
+        gold_share_a = np.mean([p["gold"] == "A" for p in mine])
+        assert letter["accuracy"] == pytest.approx(gold_share_a)
+        assert letter["gold_letter_distribution"]["A"] == pytest.approx(gold_share_a)
+        for p in mine:  # the gold letter points at the same content as the unpermuted gold
+            assert p["order"] == permutation(p["question_id"], len(p["order"]), p["permutation"])
+        base = res["permutations"]["base"][t]
+        assert base["consistency"] == 0.0 and base["letter_distribution"] == {}
+    table = (matrix["out"] / "results.md").read_text()
+    assert "## Robustness to option order" in table and "| checkpoint-2 | arc_challenge | 2 |" in table
+
+
+def test_permutation_summary_by_hand():
+    """Two questions, K=2: one answered consistently (same content), one not; letters counted over answers."""
+    recs = {
+        0: [
+            {"question_id": "q1", "pred": "A", "gold": "A", "correct": True, "_order": [0, 1, 2]},
+            {"question_id": "q2", "pred": "B", "gold": "C", "correct": False, "_order": [0, 1, 2]},
+        ],
+        1: [
+            {"question_id": "q1", "pred": "B", "gold": "B", "correct": True, "_order": [2, 0, 1]},
+            {"question_id": "q2", "pred": None, "gold": "A", "correct": False, "_order": [2, 0, 1]},
+        ],
+    }
+    s = permutation_summary(recs)
+    assert s["k"] == 2 and s["n"] == 2 and s["accuracy"] == 0.5 and s["consistency"] == 0.5
+    assert s["letter_distribution"] == pytest.approx({"A": 1 / 3, "B": 2 / 3, "C": 0.0})
+    assert s["gold_letter_distribution"] == pytest.approx({"A": 0.5, "B": 0.25, "C": 0.25})
+
+
+@pytest.mark.slow
+def test_markdown_and_plot(matrix):
+    table = (matrix["out"] / "results.md").read_text()
+    assert "| model | step | wildsci (n=6) | arc_challenge (n=6) |" in table
+    for name, step in (("base", 0), ("checkpoint-1", 1), ("checkpoint-2", 2)):
+        assert f"| {name} | {step} | " in table
+    assert "## wildsci: accuracy per discipline" in table
+    with Image.open(matrix["out"] / "accuracy_vs_step.png") as im:
+        im.load()
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
+    assert rgb.shape[0] >= 300 and rgb.shape[1] >= 500 and rgb.std() > 10
+
+
+@pytest.mark.slow
+def test_rerun_resumes_without_running_lighteval_again(matrix):
+    out = matrix["out"]
+    logs = {p: p.stat().st_mtime for p in (out / "lighteval").rglob("lighteval.log")}
+    before = json.loads((out / "results.json").read_text())
+    t0 = time.time()
+    assert main(["eval", str(matrix["recipe"]), "--permutations", "2", "--output-dir", str(out)]) == 0
+    assert time.time() - t0 < 60
+    assert {p: p.stat().st_mtime for p in logs} == logs, "finished models must not be evaluated again"
+    assert json.loads((out / "results.json").read_text()) == before
+
+
+@pytest.mark.slow
+def test_gpqa_runs_without_leaving_questions_behind(shared_data, tmp_path, repo_root):
+    """GPQA through ``wildsci eval``: scores kept, question text nowhere in the outputs, repo or caches."""
+    if not (shared_data / "benchmarks" / "gpqa_diamond.zip").is_file():
+        pytest.skip("gpqa_diamond.zip not in the shared data")
+    from wildsci.models import cache_dir
+
+    start = time.time()
+    gpqa = decrypt_gpqa(shared_data, tmp_path / "secret")
+    model = train_letter_model(tmp_path / "letter", "A")
+    recipe = write_recipe(
+        tmp_path / "recipe.yaml",
+        output_dir=str(tmp_path / "eval"),
+        base=str(model),
+        tasks=["gpqa_diamond"],
+        sources={"gpqa_diamond": str(gpqa)},
+        max_samples=8,
+        max_new_tokens=8,
+        device="cpu",
+    )
+    assert main(["eval", str(recipe)]) == 0
+    res = json.loads((tmp_path / "eval" / "results.json").read_text())
+    preds = read_jsonl(tmp_path / "eval" / "predictions.jsonl")
+    s = res["scores"]["base"]["gpqa_diamond"]
+    assert s["n"] == 8 and s["extraction_rate"] == 1.0
+    assert s["accuracy"] == pytest.approx(np.mean([p["gold"] == "A" for p in preds]))
+    assert not list((tmp_path / "eval").rglob("details_*.parquet")), "GPQA details must not be kept"
+    probes = gpqa_probes(gpqa)
+    assert_no_leak(probes, [tmp_path / "eval", repo_root])
+    recent = [p for p in (cache_dir(), Path.home() / ".cache" / "huggingface") if p.is_dir()]
+    for root in recent:  # anything written to the shared caches during this test
+        for f in root.rglob("*"):
+            if f.is_file() and f.stat().st_mtime >= start and f.stat().st_size < 50_000_000:
+                text = " ".join(f.read_bytes().decode("utf-8", errors="ignore").split())
+                assert not any(p in text for p in probes), f"GPQA text in {f}"
+
+
+def test_recipe_errors_are_one_line(tmp_path, capsys):
+    bad = write_recipe(tmp_path / "r.yaml", output_dir=str(tmp_path), base="tiny:qwen2", taks=["mmlu_pro"])
+    assert main(["eval", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == f"wildsci: error: {bad}: unknown key 'taks' -- did you mean 'tasks'?"
+    bad = write_recipe(tmp_path / "r.yaml", output_dir=str(tmp_path), base="tiny:qwen2", tasks=["mmlu"])
+    with pytest.raises(RecipeError, match="unknown task 'mmlu'"):
+        load_recipe(bad, EvalRecipe)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = load_recipe(
+        write_recipe(tmp_path / "r.yaml", output_dir="x", base="tiny:qwen2", trained=str(empty)), EvalRecipe
+    )
+    with pytest.raises(Exception, match="no config.json and no checkpoint"):
+        expand_models(r)
+
+
+def test_missing_sources_skip_or_fail(tmp_path, capsys):
+    r = write_recipe(
+        tmp_path / "r.yaml",
+        output_dir=str(tmp_path / "out"),
+        base="tiny:qwen2",
+        tasks=["scieval"],
+        sources={"scieval": str(tmp_path / "absent.jsonl")},
+    )
+    assert main(["eval", str(r)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wildsci: error: task scieval: source") and err.endswith("or set missing_sources: skip")
+    assert main(["eval", str(r), "--missing_sources", "skip"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no task left to run" in err and "absent.jsonl not found" in err
+
+
+def test_demo_and_paper_recipes_load():
+    for name in ("demo", "paper"):
+        r = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "eval" / f"{name}.yaml", EvalRecipe)
+        assert r.tasks and r.output_dir
+    paper = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "eval" / "paper.yaml", EvalRecipe)
+    assert paper.backend == "vllm" and {"gpqa_diamond", "supergpqa", "mmlu_pro", "wildsci"} <= set(paper.tasks)

@@ -1,0 +1,78 @@
+"""The on-disk call cache: stable keys, durable commits, SIGKILL safety, sharing across processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from wildsci.llm.cache import CallCache, call_key
+
+MSGS = [{"role": "system", "content": "s"}, {"role": "user", "content": "What is 2+2?"}]
+SAMPLING = {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 16, "seed": 0}
+
+
+def test_key_covers_every_input_and_ignores_dict_order():
+    base = call_key("openai", "m", MSGS, SAMPLING, None, None, 0)
+    assert base == call_key("openai", "m", MSGS, dict(reversed(list(SAMPLING.items()))), None, None, 0)
+    variants = [
+        call_key("transformers", "m", MSGS, SAMPLING, None, None, 0),
+        call_key("openai", "m2", MSGS, SAMPLING, None, None, 0),
+        call_key("openai", "m", MSGS[1:], SAMPLING, None, None, 0),
+        call_key("openai", "m", MSGS, {**SAMPLING, "temperature": 0.0}, None, None, 0),
+        call_key("openai", "m", MSGS, {**SAMPLING, "seed": 1}, None, None, 0),
+        call_key("openai", "m", MSGS, SAMPLING, {"type": "object"}, None, 0),
+        call_key("openai", "m", MSGS, SAMPLING, None, ["A", "B"], 0),
+        call_key("openai", "m", MSGS, SAMPLING, None, None, 1),
+    ]
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def test_put_get_persist_across_instances(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with CallCache(path) as c:
+        k = c.key("openai", "m", MSGS, SAMPLING, None, None, 0)
+        assert c.get(k) is None
+        c.put(k, "four ✓")
+        assert c.get(k) == "four ✓"
+    with CallCache(path) as c2:
+        assert c2.get(k) == "four ✓"
+        assert c2.get_many([k, "missing", k]) == {k: "four ✓"}
+        assert len(c2) == 1
+        assert c2.stats == {"made": 0, "cached": 0, "failed": 0}
+
+
+def test_sigkill_mid_write_leaves_a_consistent_cache(tmp_path):
+    """A writer killed with SIGKILL while committing in a loop: every committed answer survives intact."""
+    path = tmp_path / "c.sqlite"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from wildsci.llm.cache import CallCache
+        c = CallCache({str(path)!r})
+        i = 0
+        while True:
+            c.put(f"k{{i}}", "x" * 2000 + str(i))
+            if i == 50:
+                print("ready", flush=True)
+            i += 1
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    with CallCache(path) as c:
+        n = len(c)
+        assert n > 50
+        got = c.get_many([f"k{i}" for i in range(n)])
+        assert len(got) == n  # keys are contiguous: nothing half-written, nothing missing in between
+        assert all(v == "x" * 2000 + str(i) for i, v in ((int(k[1:]), v) for k, v in got.items()))
+        assert c._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
