@@ -173,7 +173,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=96)
     ap.add_argument("--n-heldout", type=int, default=64)
     ap.add_argument("--max-prompt-chars", type=int, default=700)
-    ap.add_argument("--max-new-tokens", type=int, default=128, help="evaluation budget (larger than training's)")
+    ap.add_argument("--max-new-tokens", type=int, default=96, help="evaluation budget (larger than training's)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--skip-train", action="store_true", help="evaluate an existing <work>/grpo")
     ap.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")

@@ -169,7 +169,7 @@ def test_prompt_and_schema_shape():
 def test_extract_json_tells_truncated_from_garbage():
     assert extract_json('{"a": [1, 2]}') == ({"a": [1, 2]}, None)
     assert extract_json('{"a": "unterminated') == (None, "truncated_json")
-    assert extract_json('{"a": 1} trailing {"b": ') == (None, "truncated_json")
+    assert extract_json('{"a": 1} trailing {"b": ') == ({"a": 1}, None)  # the first complete object wins
     assert extract_json("no braces at all") == (None, "not_json")
     assert extract_json("{not: json}") == (None, "not_json")
 

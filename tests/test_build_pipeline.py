@@ -430,3 +430,21 @@ def test_shipped_recipes_check_and_dry_run(repo_root):
     assert "estimated" in nc.stdout and "Qwen2.5-32B-Instruct" in nc.stdout
     demo = wildsci("build", "recipes/data/demo.yaml", "--dry-run", cwd=repo_root)
     assert "builtin:demo" in demo.stdout and " 26 " in demo.stdout
+
+
+@pytest.mark.slow
+def test_demo_recipe_builds_with_the_embedded_model(embedded_model, repo_root, tmp_path):
+    """The shipped demo recipe, real SmolLM2-135M on CPU (3 of its 26 passages): a schema-valid Hub-layout dataset."""
+    from datasets import load_dataset
+
+    out = tmp_path / "demo"
+    proc = wildsci("build", "recipes/data/demo.yaml", "--output-dir", str(out), "--max_papers", "3", cwd=repo_root)
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["llm_calls"]["made"] > 0 and "generate" in proc.stderr
+    ds = load_dataset(str(out))
+    assert sum(len(d) for d in ds.values()) == sum(report["splits"].values()) > 0
+    for split in ds.values():
+        for row in split:
+            assert validate_row(row) == [], row
+            assert row["generator_model"] == "embedded:smollm2-135m-instruct"
+    assert (out / "README.md").read_text().startswith("---\n")

@@ -235,22 +235,28 @@ def test_response_cache_key_follows_the_weights(tmp_path):
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
     from lighteval.utils.cache_management import SampleCache
 
-    from wildsci.lighteval_compat import install_weights_aware_cache, weights_fingerprint
+    from wildsci.lighteval_compat import cache_folder_name, install_weights_aware_cache, weights_fingerprint
     from wildsci.models import resolve_model
 
     folder = tmp_path / "model"
     shutil.copytree(resolve_model("tiny:qwen2"), folder)
     config = TransformersModelConfig(model_name=str(folder), cache_dir=str(tmp_path / "cache"))
-    stock = SampleCache.get_model_hash
     install_weights_aware_cache()
     install_weights_aware_cache()  # idempotent
-    before, fp_before = SampleCache.get_model_hash(None, config), weights_fingerprint(str(folder))
+    stock = SampleCache.get_model_hash._wildsci_original
+    before, stock_before, fp_before = (
+        SampleCache.get_model_hash(None, config),
+        stock(None, config),
+        weights_fingerprint(str(folder)),
+    )
     assert SampleCache.get_model_hash(None, config) == before
     train_letter_model(folder)  # "retrain" into the same folder
-    after = SampleCache.get_model_hash(None, config)
-    assert after != before and weights_fingerprint(str(folder)) != fp_before
-    if not getattr(stock, "_wildsci_weights_aware", False):  # the stock key cannot tell the two models apart
-        assert stock(None, config) == stock(None, config)
+    assert stock(None, config) == stock_before, "lighteval's own key cannot tell the two models apart"
+    assert SampleCache.get_model_hash(None, config) != before and weights_fingerprint(str(folder)) != fp_before
+    cache = SampleCache(config)  # and the cache stays under cache_dir, not inside the model folder
+    assert cache.cache_dir.is_relative_to(tmp_path / "cache") and not any(p.is_dir() for p in folder.iterdir())
+    assert cache_folder_name("Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"
+    assert cache_folder_name(str(folder)).startswith("local/model-")
 
 
 # ----------------------------------------------------------------------------------------- real CLI runs
@@ -337,6 +343,10 @@ def test_cli_tiny_model_scores_match_rescoring_and_cache_is_not_stale(shared_dat
     for full, rows in details.items():
         gold_a = sum(r["doc"]["specific"]["gold"] == "A" for r in rows) / len(rows)
         assert second[full.split("|")[0]] == {"acc": pytest.approx(gold_a), "extraction_rate": 1.0, "n": 4}
+    # one cache folder per weights: the first holds the random model's (now stale) answers, never served again
+    hashes = [p for p in (tmp_path / "lighteval_cache" / "local").glob("model-*/*") if p.is_dir()]
+    assert len(hashes) == 2 and all(list(h.rglob("GENERATIVE.parquet")) for h in hashes)
+    assert not any(p.is_dir() for p in model_dir.iterdir()), "nothing may be written into the model folder"
     if eval_data["gpqa"] is not None:
         prepared = list(Path(eval_data["gpqa"]).parent.glob(".wildsci_eval/gpqa_diamond/*/test.jsonl"))
         assert prepared, "GPQA must be prepared beside the decrypted file"

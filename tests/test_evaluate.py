@@ -93,6 +93,9 @@ def test_results_json_follows_the_contract(matrix):
             assert p["k"] == 2
     preds = read_jsonl(matrix["out"] / "predictions.jsonl")
     assert len(preds) == 3 * 2 * 6 and all(set(p) == PRED_KEYS for p in preds)
+    assert list((matrix["out"] / ".lighteval_cache").rglob("GENERATIVE.parquet")), "responses are cached for reruns"
+    for m in res["models"][1:]:
+        assert not any(p.is_dir() for p in Path(m["path"]).iterdir()), "nothing may be written into a checkpoint"
     assert len(read_jsonl(matrix["out"] / "permutation_predictions.jsonl")) == 3 * 2 * 6 * 2
 
 

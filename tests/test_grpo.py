@@ -125,7 +125,8 @@ def test_train_with_accelerate_launch_then_resume(tmp_path, tiny_model, monkeypa
     recs2 = read_metrics(out / "wildsci_metrics.jsonl")
     assert [r["step"] for r in recs2] == [1, 2, 3, 4]  # no duplicated steps after the resume
     assert recs2[:2] == recs[:2]  # what was logged before the checkpoint is kept as it was
-    assert "Resuming" in run2.stderr or "resum" in run2.stderr.lower()
+    assert f"resuming from {out / 'checkpoint-2'} (global step 2)" in run2.stderr
+    assert (run2.stdout + run2.stderr).count("'loss':") == 2  # only steps 3 and 4 ran, not a restart from 0
 
     # optional push: private by default, final folder only (the Hub is mocked at the HfApi boundary)
     calls = {}
@@ -225,12 +226,14 @@ def test_check_batch_follows_trl_rules():
 
 def test_resume_argument(tmp_path):
     assert resolve_resume(None, str(tmp_path)) is None and resolve_resume("false", str(tmp_path)) is None
-    (tmp_path / "checkpoint-2").mkdir()
-    (tmp_path / "checkpoint-10").mkdir()
+    for step in (2, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     assert resolve_resume("true", str(tmp_path)).endswith("checkpoint-10")
     assert resolve_resume(True, str(tmp_path)).endswith("checkpoint-10")
+    assert resolve_resume(str(tmp_path / "checkpoint-2"), str(tmp_path)).endswith("checkpoint-2")
     with pytest.raises(UserError, match="not a checkpoint folder"):
-        resolve_resume(str(tmp_path / "nope"), str(tmp_path))
+        resolve_resume(str(tmp_path), str(tmp_path))
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(str(ROOT / "recipes/grpo/*.yaml"))), ids=lambda p: Path(p).name)

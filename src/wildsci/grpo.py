@@ -479,9 +479,10 @@ def resolve_resume(value: Any, output_dir: str) -> str | None:
                 "the checkpoint path"
             )
         return last
-    if not Path(value).is_dir():
+    if not (Path(value) / "trainer_state.json").is_file():
         raise UserError(
-            f"--resume_from_checkpoint: {value} is not a checkpoint folder -- give a checkpoint-<step> path"
+            f"--resume_from_checkpoint: {value} is not a checkpoint folder (no trainer_state.json) -- give a "
+            "checkpoint-<step> path"
         )
     return str(value)
 
@@ -586,6 +587,11 @@ def run(argv: list[str]) -> dict[str, Any]:
     )
     # First in line, so the per-discipline scalars it adds to the logs reach trackio/tensorboard too.
     trainer.callback_handler.callbacks.insert(0, callback)
+    if resume:
+        import json
+
+        step = json.loads((Path(resume) / "trainer_state.json").read_text()).get("global_step", "?")
+        log.info("resuming from %s (global step %s)", resume, step)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out))
 

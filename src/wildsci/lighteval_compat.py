@@ -13,9 +13,10 @@ Two problems with the stock ``lighteval`` command, and what this module does abo
 2. **Stale cached responses.** lighteval caches every generation under a hash of the *model arguments*
    (``model_name=/path/to/checkpoint,...``), not of the weights: retrain into the same folder and it
    silently serves the old model's answers. :func:`install_weights_aware_cache` adds a fingerprint of the
-   weights on disk (:func:`weights_fingerprint`) to that hash. ``eval_tasks/wildsci_tasks.py`` installs it
-   when lighteval loads it as ``--custom-tasks``, i.e. before the model and its cache are created, so the fix
-   applies to the stock ``lighteval`` command too.
+   weights on disk (:func:`weights_fingerprint`) to that hash. It also keeps the cache where ``cache_dir``
+   says: with an absolute model path, lighteval 0.13 writes it *inside the model folder*.
+   ``eval_tasks/wildsci_tasks.py`` installs both fixes when lighteval loads it as ``--custom-tasks``, i.e.
+   before the model and its cache are created, so they apply to the stock ``lighteval`` command too.
 """
 
 from __future__ import annotations
@@ -73,8 +74,25 @@ def weights_fingerprint(model_name: str, revision: str | None = None, subfolder:
     return f"rev-{revision or 'main'}"
 
 
+def cache_folder_name(model_name: str) -> str:
+    """A relative folder name for a model reference: Hub ids as they are, local paths as ``<name>-<hash>``.
+
+    lighteval 0.13 builds ``Path(cache_dir) / model_name``; with an absolute local path that join *discards*
+    ``cache_dir`` and writes the cache inside the model folder itself (and from there into a Hub upload of it).
+    """
+    p = Path(model_name)
+    if p.is_absolute() or model_name.startswith(("~", ".")) or ".." in p.parts or p.expanduser().exists():
+        full = str(p.expanduser().resolve())
+        return f"local/{p.name or 'model'}-{hashlib.sha256(full.encode()).hexdigest()[:8]}"
+    return model_name
+
+
 def install_weights_aware_cache() -> None:
-    """Make lighteval's ``SampleCache`` key on the weights as well as on the model arguments (idempotent)."""
+    """Make lighteval's ``SampleCache`` key on the weights and stay inside ``cache_dir`` (idempotent).
+
+    Two changes to ``SampleCache`` (lighteval 0.13.0, pinned by the ``eval`` extra): the model hash also covers
+    :func:`weights_fingerprint`, and the cache folder uses :func:`cache_folder_name`.
+    """
     from lighteval.utils.cache_management import SampleCache
 
     original = SampleCache.get_model_hash
@@ -86,13 +104,24 @@ def install_weights_aware_cache() -> None:
         name = getattr(model_config, "model_name", None)
         if not name:
             return base
-        fp = weights_fingerprint(
-            name, getattr(model_config, "revision", None), getattr(model_config, "subfolder", None)
-        )
+        revision, subfolder = getattr(model_config, "revision", None), getattr(model_config, "subfolder", None)
+        fp = weights_fingerprint(name, revision, subfolder)
         return hashlib.sha256(f"{base}:{fp}".encode()).hexdigest()[:16]
 
+    def __init__(self, model_config) -> None:  # lighteval 0.13.0's __init__, with a safe folder name
+        self.model_config = model_config
+        self.model_hash = self.get_model_hash(model_config)
+        root = Path(os.path.expanduser(model_config.cache_dir))
+        self.cache_dir = root / cache_folder_name(model_config.model_name) / self.model_hash
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = None
+        self.existing_indices = self._load_cached_indices()
+        self._task_hashes = {}
+
     get_model_hash._wildsci_weights_aware = True  # type: ignore[attr-defined]
+    get_model_hash._wildsci_original = original  # type: ignore[attr-defined]
     SampleCache.get_model_hash = get_model_hash
+    SampleCache.__init__ = __init__
 
 
 def import_builtin_tasks_offline_safe() -> None:

@@ -18,6 +18,7 @@ salted ``hash``, so reruns and shard merges take exactly the same decisions.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
@@ -82,7 +83,7 @@ _PRIME = np.uint64(0x100000001B3)  # FNV-1a 64-bit prime: odd, so the rolling co
 class WordHasher:
     """Stable 64-bit word hashes, memoised (a corpus has far fewer distinct words than tokens)."""
 
-    def __init__(self, max_vocab: int = 2_000_000) -> None:
+    def __init__(self, max_vocab: int = 1 << 18) -> None:
         self.cache: dict[str, int] = {}
         self.max_vocab = max_vocab
 
@@ -106,20 +107,27 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def ngram_hashes(texts: list[str], n: int, hasher: WordHasher) -> tuple[np.ndarray, np.ndarray]:
+def tokenize(texts: list[str], hasher: WordHasher) -> tuple[np.ndarray, np.ndarray]:
+    """Word hashes of a batch of texts, concatenated: ``(flat uint64, lengths int64)``; shared by both checks."""
+    toks = [words(t) for t in texts]
+    lengths = np.fromiter((len(t) for t in toks), dtype=np.int64, count=len(toks))
+    return hasher.many([w for t in toks for w in t]), lengths
+
+
+def ngram_hashes(
+    texts: list[str], n: int, hasher: WordHasher, tokens: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of all word n-grams of a batch of texts: ``(hashes uint64, owner index int64)``.
 
     A text shorter than ``n`` words contributes one n-gram made of all its words, so short questions are still
     checked. Vectorised over the batch: one concatenated word array, ``n`` shifted multiply-adds, and a mask
     for windows that would cross from one text into the next.
     """
-    toks = [words(t) for t in texts]
-    lengths = np.fromiter((len(t) for t in toks), dtype=np.int64, count=len(toks))
-    flat = hasher.many([w for t in toks for w in t])
+    flat, lengths = tokens if tokens is not None else tokenize(texts, hasher)
     if flat.size == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    owner = np.repeat(np.arange(len(toks)), lengths)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
     pos = np.arange(flat.size) - starts[owner]
     # window length per text: n, or the whole text when it is shorter than n
     win = np.minimum(lengths, n)[owner]
@@ -170,28 +178,29 @@ class NearDupIndex:
         self.template = MinHash(num_perm=cfg.num_perm, hashfunc=_identity)
         self.hasher = WordHasher()
         self.index = np.zeros(0, dtype=np.uint64)  # sorted band hashes of kept questions
-        self.owner = np.zeros(0, dtype=np.int64)  # kept-question number of each index entry
-        self.sig_parts: list[np.ndarray] = []
-        self.sigs = np.zeros((0, cfg.num_perm), dtype=np.uint32)
+        self.owner = np.zeros(0, dtype=np.uint32)  # kept-question number of each index entry
+        self.sig_parts: list[np.ndarray] = []  # kept signatures, one array per batch (never re-copied)
+        self.part_starts: list[int] = []
         self.kept = 0
 
-    def signatures(self, texts: list[str]) -> np.ndarray:
+    def signatures(self, texts: list[str], tokens: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """(n, num_perm) uint32 MinHash signatures of the texts' shingles, computed for the whole batch at once.
 
         Bit-for-bit what ``datasketch.MinHash(hashfunc=identity).update_batch(shingle_hashes)`` gives with its
         default ``affine32`` scheme (MurmurHash3 fmix, then ``a*h+b mod 2^32`` with the template's permutations;
         checked by tests/test_build_dedup.py), but one numpy pass per batch instead of one object per question.
         """
-        hashes, owner = ngram_hashes(texts, self.cfg.shingle_size, self.hasher)
+        hashes, owner = ngram_hashes(texts, self.cfg.shingle_size, self.hasher, tokens)
         sig = np.full((len(texts), self.cfg.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
         if hashes.size == 0:
             return sig
         hv = fmix32((hashes >> np.uint64(32)).astype(np.uint32))
         a, b = (np.asarray(x, dtype=np.uint32) for x in self.template.permutations)
         starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-        with np.errstate(over="ignore"):
-            phv = hv[:, None] * a[None, :] + b[None, :]
-        sig[owner[starts]] = np.minimum.reduceat(phv, starts, axis=0)
+        with np.errstate(over="ignore"):  # (num_perm, shingles) layout: contiguous rows, ~20x faster than (S, P)
+            phv = np.multiply.outer(a, hv)
+            phv += b[:, None]
+        sig[owner[starts]] = np.minimum.reduceat(phv, starts, axis=1).T
         return sig
 
     def band_hashes(self, sig: np.ndarray) -> np.ndarray:
@@ -205,20 +214,23 @@ class NearDupIndex:
                 acc = (acc ^ used[:, :, k]) * _PRIME
         return acc
 
+    def _kept_sig(self, c: int) -> np.ndarray:
+        part = bisect.bisect_right(self.part_starts, c) - 1
+        return self.sig_parts[part][c - self.part_starts[part]]
+
     def _similar(self, a: np.ndarray, b: np.ndarray) -> bool:
         return float((a == b).mean()) >= self.cfg.threshold
 
-    def check_batch(self, keys: list[str], texts: list[str]) -> list[bool]:
+    def check_batch(
+        self, keys: list[str], texts: list[str], tokens: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> list[bool]:
         if not texts:
             return []
-        sig = self.signatures(texts)
+        sig = self.signatures(texts, tokens)
         bh = self.band_hashes(sig)
         lo = np.searchsorted(self.index, bh, side="left")
         hi = np.searchsorted(self.index, bh, side="right")
         has_cand = (hi > lo).any(axis=1)
-        if len(self.sig_parts) > 1:
-            self.sigs = np.concatenate(self.sig_parts)
-            self.sig_parts = [self.sigs]
         batch_bands: dict[int, list[int]] = {}
         out: list[bool] = []
         new_rows: list[int] = []
@@ -226,7 +238,7 @@ class NearDupIndex:
             dup = False
             if has_cand[i]:  # candidates among earlier batches
                 cands = {int(self.owner[k]) for b in range(self.bands) for k in range(lo[i, b], hi[i, b])}
-                dup = any(self._similar(sig[i], self.sigs[c]) for c in cands)
+                dup = any(self._similar(sig[i], self._kept_sig(c)) for c in cands)
             if not dup:  # candidates earlier in this batch
                 row = bh[i].tolist()
                 cands = {j for h in row for j in batch_bands.get(h, ())}
@@ -238,16 +250,15 @@ class NearDupIndex:
                 new_rows.append(i)
         if new_rows:
             rows = np.asarray(new_rows)
-            ids = np.arange(self.kept, self.kept + len(rows))
+            ids = np.arange(self.kept, self.kept + len(rows), dtype=np.uint32)
             keys_new = bh[rows].ravel()
             owners_new = np.repeat(ids, self.bands)
             allk = np.concatenate([self.index, keys_new])
             allo = np.concatenate([self.owner, owners_new])
             order = np.argsort(allk, kind="stable")
             self.index, self.owner = allk[order], allo[order]
+            self.part_starts.append(self.kept)
             self.sig_parts.append(sig[rows])
-            self.sigs = np.concatenate(self.sig_parts) if len(self.sig_parts) > 1 else self.sig_parts[0]
-            self.sig_parts = [self.sigs]
             self.kept += len(rows)
         return out
 
@@ -324,12 +335,14 @@ class Decontaminator:
     def _unique_per_item(self, texts: list[str]) -> np.ndarray:
         h, owner = ngram_hashes(texts, self.cfg.ngram, self.hasher)
         # one count per (item, n-gram): frequency = number of benchmark questions containing the n-gram
-        pairs = np.unique(np.stack([owner.astype(np.uint64), h]), axis=1)
-        return pairs[1]
+        order = np.lexsort((h, owner))
+        h, owner = h[order], owner[order]
+        first = np.r_[True, (h[1:] != h[:-1]) | (owner[1:] != owner[:-1])] if h.size else np.zeros(0, bool)
+        return h[first]
 
-    def check_batch(self, texts: list[str]) -> list[str | None]:
+    def check_batch(self, texts: list[str], tokens: tuple[np.ndarray, np.ndarray] | None = None) -> list[str | None]:
         """For each text, the first benchmark it overlaps with (``None`` when clean); updates the report."""
-        h, owner = ngram_hashes(texts, self.cfg.ngram, self.hasher)
+        h, owner = ngram_hashes(texts, self.cfg.ngram, self.hasher, tokens)
         result: list[str | None] = [None] * len(texts)
         pending = np.ones(len(texts), dtype=bool)
         for name, idx in self.index.items():
@@ -351,6 +364,41 @@ def dedup_text(row: dict[str, Any]) -> str:
     return row["question"]
 
 
+class DedupDecontam:
+    """The stage as a streaming filter: ``check(keys, texts)`` -> per text ``None`` (keep) or its drop reason.
+
+    Each batch is tokenized once for both checks; state (the near-duplicate index) carries across batches.
+    """
+
+    def __init__(
+        self, dedup: DedupConfig, decontam: DecontamConfig, decontaminator: Decontaminator | None = None
+    ) -> None:
+        self.deco = decontaminator or (Decontaminator(decontam) if decontam.benchmarks else None)
+        self.near = NearDupIndex(dedup) if dedup.enabled else None
+        self.hasher = WordHasher()
+
+    @property
+    def report(self) -> dict[str, dict[str, int]]:
+        return self.deco.report if self.deco else {}
+
+    def check(self, keys: list[str], texts: list[str]) -> list[str | None]:
+        flat, lengths = tokenize(texts, self.hasher)
+        reasons: list[str | None] = [None] * len(texts)
+        if self.deco:
+            for i, c in enumerate(self.deco.check_batch(texts, (flat, lengths))):
+                if c is not None:
+                    reasons[i] = f"contaminated_{c}"
+        if self.near:
+            keep = np.array([r is None for r in reasons], dtype=bool)
+            idx = np.flatnonzero(keep)
+            tokens = (flat[np.repeat(keep, lengths)], lengths[keep])
+            dups = self.near.check_batch([keys[i] for i in idx], [texts[i] for i in idx], tokens)
+            for i, d in zip(idx, dups, strict=True):
+                if d:
+                    reasons[i] = "near_duplicate"
+        return reasons
+
+
 def dedup_and_decontaminate(
     rows: Iterable[dict[str, Any]],
     dedup: DedupConfig,
@@ -366,36 +414,26 @@ def dedup_and_decontaminate(
     """
     from tqdm.auto import tqdm
 
-    deco = (
-        decontaminator if decontaminator is not None else (Decontaminator(decontam) if decontam.benchmarks else None)
-    )
-    near = NearDupIndex(dedup) if dedup.enabled else None
+    stage = DedupDecontam(dedup, decontam, decontaminator)
     drops: Counter[str] = Counter()
     kept: list[dict[str, Any]] = []
-    bar = tqdm(desc="dedup+decontam", unit="q", disable=not progress)
     batch: list[dict[str, Any]] = []
+    with tqdm(desc="dedup+decontam", unit="q", disable=not progress) as bar:
 
-    def flush() -> None:
-        texts = [dedup_text(r) for r in batch]
-        contaminated = deco.check_batch(texts) if deco else [None] * len(batch)
-        clean = [r for r, c in zip(batch, contaminated, strict=True) if c is None]
-        for c in contaminated:
-            if c is not None:
-                drops[f"contaminated_{c}"] += 1
-        dup = near.check_batch([r["question_id"] for r in clean], [dedup_text(r) for r in clean]) if near else []
-        for r, d in zip(clean, dup or [False] * len(clean), strict=True):
-            if d:
-                drops["near_duplicate"] += 1
-            else:
-                kept.append(r)
-        bar.update(len(batch))
-        batch.clear()
+        def flush() -> None:
+            reasons = stage.check([r["question_id"] for r in batch], [dedup_text(r) for r in batch])
+            for r, reason in zip(batch, reasons, strict=True):
+                if reason is None:
+                    kept.append(r)
+                else:
+                    drops[reason] += 1
+            bar.update(len(batch))
+            batch.clear()
 
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= batch_size:
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
-    bar.close()
-    return kept, dict(drops), (deco.report if deco else {})
+    return kept, dict(drops), stage.report

@@ -162,6 +162,10 @@ def preflight(recipe: Any, push: bool) -> None:
     roles = [("generator", recipe.generator)] + [(f"voters[{i}]", v) for i, v in enumerate(recipe.voter_configs())]
     roles.append(("labeler", recipe.labeler_config()))
     for role, cfg in roles:
+        if cfg.backend == "transformers":
+            from wildsci.models import resolve_model
+
+            resolve_model(cfg.model)  # a bad model reference fails here, before any paper is read
         if cfg.backend == "openai" and not cfg.base_url:
             raise UserError(f"{role}: the openai backend needs base_url (e.g. http://localhost:8000/v1)")
         if cfg.api_key_env and not os.environ.get(cfg.api_key_env):

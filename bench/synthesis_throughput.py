@@ -1,0 +1,192 @@
+"""Benchmark: the builder's OpenAI-compatible client vs the server's own maximum (issue 8, synthesis part).
+
+A local OpenAI-compatible server (``wildsci.llm.loopback``, its own process so it has its own GIL) answers
+``/v1/chat/completions`` on 127.0.0.1. For each concurrency (1, 8, 32) we measure
+
+- **server max**: the server driven directly by a minimal raw-HTTP load generator (``http.client``, one
+  keep-alive connection per worker thread, the same request body the build sends);
+- **build client**: ``wildsci.llm.OpenAIClient.chat`` exactly as ``wildsci build`` runs it (openai SDK,
+  bounded thread pool, retries on, one sqlite commit per answer into the call cache, tqdm bar);
+
+and report build / server max. Two server profiles:
+
+- ``instant``: answers at once. This isolates client overhead: the ratio is the client's CPU cost per call
+  against the server's, both on the same CPU cores, so it is a floor, not what a real build sees;
+- ``latency``: each answer takes ``--latency-ms`` (default 50 ms, a short real completion). Here the server's
+  max is ``concurrency / latency`` and the ratio says whether the client keeps ``concurrency`` requests in
+  flight. This is the regime of a real vLLM/SGLang endpoint; target >= 95 %.
+
+    .venv/bin/python bench/synthesis_throughput.py                 # full run, writes bench/RESULTS.md
+    .venv/bin/python bench/synthesis_throughput.py --quick --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from _results import markdown_table, write_section  # noqa: E402
+
+from wildsci.llm import BackendConfig, CallCache, ChatRequest, make_client  # noqa: E402
+
+CONCURRENCY = (1, 8, 32)
+
+
+def start_server(profile: str) -> tuple[subprocess.Popen, int]:
+    """The loopback server in a child process; returns (process, port)."""
+    port_file = Path(tempfile.mkdtemp()) / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER_MAIN, str(port_file), profile],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    for _ in range(600):
+        if port_file.is_file() and port_file.read_text().strip():
+            return proc, int(port_file.read_text())
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("loopback server did not start")
+
+
+SERVER_MAIN = """
+import sys, time
+from wildsci.llm import loopback
+profile = sys.argv[2]
+if profile.startswith("latency:"):
+    delay = float(profile.split(":")[1])
+    handler = lambda body, n: loopback.Reply("ok", delay_s=delay)
+else:
+    handler = loopback.instant_handler
+srv = loopback.LoopbackServer(handler, record=False)
+open(sys.argv[1], "w").write(str(srv.port))
+srv._httpd.serve_forever(poll_interval=0.05)
+"""
+
+
+def request_body(i: int) -> bytes:
+    """What the build's client sends for one call (model, messages, sampling, seed)."""
+    return json.dumps(
+        {
+            "model": "bench",
+            "messages": [{"role": "user", "content": f"Question {i}: why is the sky blue?"}],
+            "temperature": 0.7,
+            "top_p": 1.0,
+            "max_tokens": 512,
+            "seed": i,
+        }
+    ).encode()
+
+
+def raw_load(port: int, concurrency: int, n: int) -> float:
+    """Requests per second of a minimal keep-alive HTTP load generator (the server's own maximum)."""
+    counter = iter(range(n))
+    lock = threading.Lock()
+    bodies = [request_body(i) for i in range(n)]
+    errors = []
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            conn.request("POST", "/v1/chat/completions", bodies[i], {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                errors.append(resp.status)
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"raw load generator got {len(errors)} errors")
+    return n / dt
+
+
+def build_client_load(port: int, concurrency: int, n: int, with_cache: bool = True) -> float:
+    """Requests per second of the build's own client (cache misses, so every call goes to the server)."""
+    with tempfile.TemporaryDirectory() as d:
+        cache = CallCache(Path(d) / "calls.sqlite") if with_cache else None
+        cfg = BackendConfig(
+            backend="openai", model="bench", base_url=f"http://127.0.0.1:{port}/v1", concurrency=concurrency
+        )
+        client = make_client(cfg, cache)
+        reqs = [ChatRequest([{"role": "user", "content": f"Question {i}: why is the sky blue?"}]) for i in range(n)]
+        client.chat(reqs[: min(concurrency, 8)], desc="warm-up")
+        t0 = time.perf_counter()
+        res = client.chat(reqs, desc=f"build client c={concurrency}")
+        dt = time.perf_counter() - t0
+        client.close()
+        if any(r.text is None for r in res):
+            raise RuntimeError(f"build client got errors: {[r.error for r in res if r.text is None][:3]}")
+        return (n - sum(r.cached for r in res)) / dt
+
+
+def measure(profile: str, sizes: dict[int, int], repeats: int) -> list[list]:
+    proc, port = start_server(profile)
+    rows = []
+    try:
+        raw_load(port, 4, 200)  # warm-up
+        for c in CONCURRENCY:
+            n = sizes[c]
+            raw = max(raw_load(port, c, n) for _ in range(repeats))
+            build = max(build_client_load(port, c, n) for _ in range(repeats))
+            rows.append([profile.split(":")[0], c, n, f"{raw:,.0f}", f"{build:,.0f}", f"{100 * build / raw:.0f} %"])
+            print(f"{profile:14s} c={c:<3d} n={n:<5d} server max {raw:8.0f} req/s   build {build:8.0f} req/s   "
+                  f"{100 * build / raw:5.1f} %", flush=True)  # fmt: skip
+    finally:
+        proc.kill()
+        proc.wait()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    ap.add_argument("--latency-ms", type=float, default=50.0, help="per-request latency of the 'latency' profile")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per cell; the best is reported")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not touch bench/RESULTS.md")
+    args = ap.parse_args()
+    scale = 0.25 if args.quick else 1.0
+    instant = {c: int(n * scale) for c, n in {1: 1000, 8: 2000, 32: 2000}.items()}
+    lat_s = args.latency_ms / 1000
+    latency = {c: max(20, int(c / lat_s * 4 * scale)) for c in CONCURRENCY}  # ~4 s per cell
+    rows = measure("instant", instant, args.repeats) + measure(f"latency:{lat_s}", latency, args.repeats)
+    headers = ["server", "concurrency", "requests", "server max (req/s)", "build client (req/s)", "build / max"]
+    table = markdown_table(headers, rows)
+    print("\n" + table)
+    if not args.no_write:
+        body = (
+            f"{table}\n\n"
+            f"`instant`: the loopback server answers at once (client overhead isolated; client and server share the "
+            f"same CPU cores, so this ratio is a floor). `latency`: every answer takes {args.latency_ms:.0f} ms, "
+            f"like a short completion from a real endpoint; server max = what the raw-HTTP load generator reaches "
+            f"at the same concurrency. Target: build / max >= 95 % in the latency regime. The build client is "
+            f"`wildsci.llm.OpenAIClient` exactly as `wildsci build` uses it (openai SDK, retries on, one sqlite "
+            f"commit per answer in the call cache, progress bar); best of {args.repeats} runs per cell."
+        )
+        cmd = "python bench/synthesis_throughput.py" + (" --quick" if args.quick else "")
+        write_section("synthesis_throughput", "Synthesis client throughput (issue 8)", cmd, body)
+        print("wrote bench/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
