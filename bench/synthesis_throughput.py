@@ -12,9 +12,9 @@ and report build / server max. Two server profiles:
 
 - ``instant``: answers at once. This isolates client overhead: the ratio is the client's CPU cost per call
   against the server's, both on the same CPU cores, so it is a floor, not what a real build sees;
-- ``latency``: each answer takes ``--latency-ms`` (default 50 ms, a short real completion). Here the server's
-  max is ``concurrency / latency`` and the ratio says whether the client keeps ``concurrency`` requests in
-  flight. This is the regime of a real vLLM/SGLang endpoint; target >= 95 %.
+- ``latency``: each answer takes ``--latency-ms`` (default 200 ms, a short constrained answer such as a vote).
+  Here the server's max is ``concurrency / latency`` and the ratio says whether the client keeps
+  ``concurrency`` requests in flight. This is the regime of a real vLLM/SGLang endpoint; target >= 95 %.
 
     .venv/bin/python bench/synthesis_throughput.py                 # full run, writes bench/RESULTS.md
     .venv/bin/python bench/synthesis_throughput.py --quick --no-write
@@ -130,7 +130,8 @@ def build_client_load(port: int, concurrency: int, n: int, with_cache: bool = Tr
         )
         client = make_client(cfg, cache)
         reqs = [ChatRequest([{"role": "user", "content": f"Question {i}: why is the sky blue?"}]) for i in range(n)]
-        client.chat(reqs[: min(concurrency, 8)], desc="warm-up")
+        warm = [ChatRequest([{"role": "user", "content": f"warm-up {i}"}]) for i in range(concurrency)]
+        client.chat(warm, desc="warm-up")  # opens the connection pool and the worker threads
         t0 = time.perf_counter()
         res = client.chat(reqs, desc=f"build client c={concurrency}")
         dt = time.perf_counter() - t0
@@ -161,7 +162,7 @@ def measure(profile: str, sizes: dict[int, int], repeats: int) -> list[list]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
-    ap.add_argument("--latency-ms", type=float, default=50.0, help="per-request latency of the 'latency' profile")
+    ap.add_argument("--latency-ms", type=float, default=200.0, help="per-request latency of the 'latency' profile")
     ap.add_argument("--repeats", type=int, default=2, help="runs per cell; the best is reported")
     ap.add_argument("--no-write", action="store_true", help="print only; do not touch bench/RESULTS.md")
     args = ap.parse_args()

@@ -94,7 +94,8 @@ class FakeLLM:
 
     # ------------------------------------------------------------------------------------ answers
     def answer(self, body: dict) -> tuple[int, str, str]:
-        user = "\n".join(m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user")
+        # the last user turn is the request (earlier turns may be a few-shot example)
+        user = next((m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
         seed = body.get("seed", 0)
         schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
         props = schema.get("properties", {})

@@ -21,7 +21,7 @@ from wildsci.build.generate import (
     question_schema,
     validate_question,
 )
-from wildsci.llm import BackendConfig, CallCache, make_client
+from wildsci.llm import BackendConfig, CallCache, ChatRequest, make_client
 from wildsci.llm.loopback import LoopbackServer, Reply
 from wildsci.schema import question_id
 
@@ -155,6 +155,7 @@ def test_prompt_and_schema_shape():
         and parsed["options"][parsed["answer_index"]].startswith("The colony with heat-tolerant algae bleaches later")
     )
     schema = question_schema(cfg)
+    assert schema["properties"]["answer"]["enum"] == ["A", "B", "C", "D"]
     assert schema["properties"]["options"]["minItems"] == 4 and schema["required"] == [
         "question", "options", "answer", "rationale"
     ]  # fmt: skip
@@ -176,7 +177,8 @@ def test_extract_json_tells_truncated_from_garbage():
 
 @pytest.mark.slow
 def test_embedded_smollm2_emits_parseable_questions_under_the_grammar(embedded_model, shared_data, tmp_path):
-    """SmolLM2-135M + xgrammar on two real abstracts: every finished answer is schema-shaped JSON."""
+    """SmolLM2-135M + xgrammar on two real abstracts, through generate_questions: every answer that finished is
+    schema-shaped JSON; nothing is lost without a reason."""
     import torch
 
     rows = [json.loads(line) for line in (shared_data / "papers" / "abstracts_permissive.jsonl").open()]
@@ -185,23 +187,24 @@ def test_embedded_smollm2_emits_parseable_questions_under_the_grammar(embedded_m
         {"paper_id": r["id"], "chunk_id": r["id"], "title": r["title"], "text": r["abstract"], "license": r["license"]}
         for r in rows
     ]
+    gen = GenerateConfig(num_options=4, min_options=4, max_field_chars=100)  # short JSON: a fast CPU test
+    cfg = BackendConfig(max_new_tokens=300, temperature=0.7, batch_size=2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 135M model on a busy CPU: one thread avoids OpenMP spin contention
     try:
-        cfg = BackendConfig(max_new_tokens=400, temperature=0.7, batch_size=2)
         client = make_client(cfg, CallCache(tmp_path / "c.sqlite"))
-        gen = GenerateConfig(max_field_chars=200)
-        from wildsci.llm import ChatRequest
-
-        reqs = [ChatRequest(build_request_messages(c, gen), json_schema=question_schema(gen)) for c in chunks]
-        results = client.chat(reqs)
+        kept, drops = generate_questions(chunks, client, gen)
+        raw = client.chat(
+            [ChatRequest(build_request_messages(c, gen), json_schema=question_schema(gen)) for c in chunks]
+        )
     finally:
         torch.set_num_threads(threads)
-    for res in results:
-        assert res.text is not None
+    assert all(r.cached for r in raw) and len(kept) + sum(drops.values()) == 2
+    possible = {"truncated_json", "empty_option", "duplicate_options", "refers_to_paper", "all_or_none_of_the_above"}
+    assert set(drops) <= possible
+    for res in raw:
         if res.finish_reason == "stop":
             obj = json.loads(res.text)
-            assert set(obj) == {"question", "options", "answer", "rationale"} and len(obj["options"]) == 10
-        else:
-            assert extract_json(res.text, res.finish_reason)[1] == "truncated_json"
-    assert any(r.finish_reason == "stop" for r in results)
+            assert set(obj) == {"question", "options", "answer", "rationale"} and len(obj["options"]) == 4
+            assert obj["answer"] in "ABCD" and all(1 <= len(o) <= 100 for o in obj["options"])
+    assert any(r.finish_reason == "stop" for r in raw)

@@ -203,6 +203,10 @@ def test_environment_problems_are_one_line(tmp_path, capsys):
     assert "no checkpoint-* folder" in _err(capsys, ["--config", str(resume), "--resume_from_checkpoint"])
     push = tiny_recipe(tmp_path, "tiny:qwen2", data, push_to_hub=True)
     assert "push_to_hub needs hub_model_id" in _err(capsys, ["--config", str(push)])
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        assert "vllm is not installed" in _err(capsys, ["--config", str(resume), "--use_vllm", "true"])
     # the 8 fixture rows cover the first subdomains only: filtering on astronomy leaves nothing to train on
     filt = tiny_recipe(tmp_path, "tiny:qwen2", data, disciplines=["Astronomy and Planetary Science"])
     assert "no usable rows left (8 rows, 0 after the voting_types/disciplines filters" in _err(

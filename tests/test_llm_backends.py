@@ -9,6 +9,11 @@ an uninterrupted one.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -216,3 +221,33 @@ def test_transformers_greedy_and_too_long_prompt(tiny_cfg):
     a, long_ = client.chat([ChatRequest(_msgs(1)), ChatRequest([{"role": "user", "content": "word " * 80}])])
     assert long_.text is None and "exceeds the model's 2048 positions" in long_.error
     assert a.text is not None and a.error is None
+
+
+def test_sigkill_mid_stage_then_rerun_makes_only_missing_calls(tmp_path):
+    """Kill a client process mid-stage; the rerun asks only what was never answered and equals a clean run."""
+    with LoopbackServer(lambda body, n: Reply(echo_handler(body, n).content, delay_s=0.05)) as srv:
+        script = textwrap.dedent(
+            f"""
+            from wildsci.llm import BackendConfig, CallCache, ChatRequest, make_client
+            cfg = BackendConfig(backend="openai", model="m", base_url={srv.url!r}, concurrency=2)
+            reqs = [ChatRequest([{{"role": "user", "content": f"q{{i}}"}}]) for i in range(40)]
+            make_client(cfg, CallCache({str(tmp_path / "c.sqlite")!r})).chat(reqs)
+            """
+        )
+        proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while srv.hits < 10 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        cache = CallCache(tmp_path / "c.sqlite")
+        answered = len(cache)
+        assert 0 < answered < 40
+        cfg = BackendConfig(backend="openai", model="m", base_url=srv.url, concurrency=2)
+        reqs = [ChatRequest([{"role": "user", "content": f"q{i}"}]) for i in range(40)]
+        resumed = make_client(cfg, cache).chat(reqs)
+        assert cache.stats["made"] == 40 - answered and cache.stats["cached"] == answered
+        clean = make_client(cfg, CallCache(tmp_path / "clean.sqlite")).chat(reqs)
+        assert [r.text for r in resumed] == [r.text for r in clean]

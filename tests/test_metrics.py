@@ -148,3 +148,13 @@ def test_only_main_process_writes(tmp_path):
     cb.on_log(None, s, TrainerControl(), logs=trl_logs())
     assert not (tmp_path / "wildsci_metrics.jsonl").exists()
     assert cb.last_record is not None and json.dumps(cb.last_record)
+
+
+def test_final_summary_averages_the_last_logged_steps():
+    from wildsci.metrics import final_summary
+
+    recs = [{"step": i, "reward": float(i), "accuracy": i / 20, "per_discipline": {}} for i in range(1, 21)]
+    recs.append({"step": 21, "loss": 0.1})  # a step without rewards (reused generation) is not part of it
+    s = final_summary(recs)
+    assert s["steps"] == [19, 20] and s["reward"] == 19.5 and s["accuracy"] == pytest.approx(0.975)
+    assert final_summary([]) == {}

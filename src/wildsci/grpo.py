@@ -357,7 +357,9 @@ def write_model_card(
         tags=["wildsci", "grpo", "trl", "science-qa"],
     )
     cmd_over = " ".join(a if "token" not in a.lower() else "<redacted>" for a in overrides)
-    warn = "\n".join(f"- {w}" for w in warnings) or "none"
+    warn = "\n".join(f"- {w}" for w in warnings[:10]) or "none"
+    if len(warnings) > 10:
+        warn += f"\n- ... and {len(warnings) - 10} more (see wildsci_metrics.jsonl)"
     body = f"""---
 {data.to_yaml()}
 ---
@@ -379,6 +381,8 @@ Base model `{model_ref}`, trained with TRL's `GRPOTrainer` on WildSci-format mul
 Command-line overrides: `{cmd_over or "none"}`
 
 ## Final metrics
+Mean over the last 10% of logged steps (`steps` gives the range), plus the trainer's run summary; every step is in
+`wildsci_metrics.jsonl`.
 ```json
 {json.dumps(final, indent=2, default=str)}
 ```
@@ -491,6 +495,10 @@ def run(argv: list[str]) -> dict[str, Any]:
     """Parse, check, train, save, card, push. Returns the final metrics record."""
     from wildsci.recipes import check_flat, load_yaml
 
+    if "-h" in argv or "--help" in argv:  # TrlParser prints every key of the three dataclasses
+        from trl import TrlParser
+
+        TrlParser(recipe_dataclasses(), prog="python -m wildsci.grpo").parse_args_and_config(["--help"])
     argv = _normalize_resume(argv)
     config_path, rest = _split_config(argv)
     data = load_yaml(config_path) if config_path else {}
@@ -527,6 +535,11 @@ def run(argv: list[str]) -> dict[str, Any]:
     out = check_output_dir(args.output_dir)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     model_path = check_model(model_args.model_name_or_path, model_args.model_revision, args.trust_remote_code)
+    if args.use_vllm:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError(f"{source}: use_vllm is true but vllm is not installed -- `pip install vllm` or drop it")
     push, args.push_to_hub = args.push_to_hub, False  # we push once, at the end, without the checkpoints
     if push:
         from huggingface_hub import get_token
@@ -536,12 +549,12 @@ def run(argv: list[str]) -> dict[str, Any]:
         if not (args.hub_token or get_token()):
             raise UserError("push_to_hub needs a Hub token -- run `hf auth login` or set HF_TOKEN")
 
-    from wildsci.metrics import Guards, RolloutCollector, WildSciMetricsCallback
+    from wildsci.metrics import Guards, RolloutCollector, WildSciMetricsCallback, final_summary, read_metrics
     from wildsci.rewards import REGISTRY, build_rewards
 
     train_ds = load_split(script, script.dataset_train_split, seed=args.seed)
     eval_ds = None
-    if args.eval_strategy not in ("no", None) and str(args.eval_strategy) != "IntervalStrategy.NO":
+    if getattr(args.eval_strategy, "value", args.eval_strategy) != "no":
         if not script.dataset_test_split:
             raise UserError(f"{source}: eval_strategy is set but dataset_test_split is not -- e.g. validation")
         eval_ds = load_split(script, script.dataset_test_split, seed=args.seed)
@@ -595,7 +608,10 @@ def run(argv: list[str]) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out))
 
-    final = {**(callback.last_record or {}), **{k: v for k, v in result.metrics.items() if k != "total_flos"}}
+    final = {
+        **final_summary(read_metrics(callback.path)),
+        **{k: v for k, v in result.metrics.items() if k != "total_flos"},
+    }
     if trainer.accelerator.is_main_process:
         recipe_text = Path(config_path).read_text(encoding="utf-8") if config_path else ""
         write_model_card(

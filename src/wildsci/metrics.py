@@ -240,6 +240,20 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def final_summary(records: Sequence[dict[str, Any]], fraction: float = 0.1) -> dict[str, Any]:
+    """Mean of each scalar over the last ``fraction`` of logged steps (one GRPO step is a noisy handful of groups)."""
+    recs = [r for r in records if "reward" in r or "accuracy" in r]
+    if not recs:
+        return {}
+    tail = recs[-max(1, round(len(recs) * fraction)) :]
+    out: dict[str, Any] = {"steps": [tail[0]["step"], tail[-1]["step"]]}
+    for key in RECORD_ORDER:
+        vals = [r[key] for r in tail if _number(r.get(key)) is not None and key not in ("step",)]
+        if vals:
+            out[key] = sum(vals) / len(vals)
+    return out
+
+
 class WildSciMetricsCallback(TrainerCallback):
     """Writes ``wildsci_metrics.jsonl``, adds per-discipline scalars to the logs, runs the guards."""
 

@@ -153,14 +153,16 @@ def question_schema(cfg: GenerateConfig) -> dict[str, Any]:
         return {"type": "string", "minLength": min_len, "maxLength": cfg.max_field_chars}
 
     options: dict[str, Any] = {"type": "array", "items": text(1)}
+    n_letters = cfg.max_options
     if cfg.constrain_option_count:
         options.update(minItems=cfg.num_options, maxItems=cfg.num_options)
+        n_letters = cfg.num_options
     return {
         "type": "object",
         "properties": {
             "question": text(10),
             "options": options,
-            "answer": {"type": "string", "enum": list(LETTERS[: cfg.max_options])},
+            "answer": {"type": "string", "enum": list(LETTERS[:n_letters])},
             "rationale": text(1),
         },
         "required": ["question", "options", "answer", "rationale"],

@@ -383,7 +383,7 @@ def _remote_source_count(src: Any) -> tuple[int | None, str]:
 
 def build_plan(recipe: Any) -> dict[str, Any]:
     """Counts of papers and passages, and the LLM calls each stage will make at most (nothing is generated)."""
-    from wildsci.build.ingest import ChunkConfig, ingest, is_remote
+    from wildsci.build.ingest import ingest, is_remote
 
     sources, papers, chunks, exact = [], 0, 0, True
     for src in recipe.sources:
@@ -399,7 +399,7 @@ def build_plan(recipe: Any) -> dict[str, Any]:
             papers += n or 0
             chunks += c or 0
         else:
-            cfg = dataclasses.replace(recipe.chunking) if isinstance(recipe.chunking, ChunkConfig) else recipe.chunking
+            cfg = dataclasses.replace(recipe.chunking, tokenizer=None)  # word estimate: no download in a dry run
             got, st = ingest(
                 [src], cfg, tokenizer=None, shard=recipe.shard_tuple(), max_papers=recipe.max_papers, progress=False
             )

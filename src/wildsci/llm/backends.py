@@ -519,22 +519,30 @@ class OpenAIClient(_CachedClient):
         return kw
 
     def _one(self, key: str, req: ChatRequest) -> ChatResult:
+        kw = self._kwargs(req, request_seed(key))
+        body = {**{k: v for k, v in kw.items() if k != "extra_body"}, **kw.get("extra_body", {})}
         try:
-            resp = self._client.chat.completions.create(**self._kwargs(req, request_seed(key)))
-            if isinstance(resp, str):  # a 200 whose body was not JSON
-                return ChatResult(None, error=f"server returned a non-JSON body: {resp[:80]!r}")
-            if not getattr(resp, "choices", None):
-                return ChatResult(None, error="server returned no choices")
-            choice = resp.choices[0]
-            text = choice.message.content if choice.message is not None else None
-            if text is None:
-                return ChatResult(None, error=f"server returned no content (finish_reason={choice.finish_reason})")
-            return ChatResult(text, finish_reason=choice.finish_reason)
+            # ``client.post`` is the SDK's documented route for raw endpoints: the same auth, timeouts, retries and
+            # error types as ``chat.completions.create``, without re-validating our already-plain JSON parameters
+            # through the typed-dict transformer (that step alone halved throughput in bench/synthesis_throughput).
+            data = self._client.post("/chat/completions", body=body, cast_to=dict)
         except ValueError as e:  # json.JSONDecodeError included: a 200 whose JSON body does not parse
             return ChatResult(None, error=f"server returned a non-JSON body ({type(e).__name__})")
         except Exception as e:  # noqa: BLE001 - every failure becomes a counted drop, never a crash
             first = str(e).splitlines()[0][:200] if str(e) else ""
             return ChatResult(None, error=f"{type(e).__name__}: {first}")
+        if not isinstance(data, dict):
+            return ChatResult(None, error=f"server returned a non-JSON body: {str(data)[:80]!r}")
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return ChatResult(None, error="server returned no choices")
+        message = choices[0].get("message") or {}
+        text = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(text, str):
+            return ChatResult(
+                None, error=f"server returned no content (finish_reason={choices[0].get('finish_reason')})"
+            )
+        return ChatResult(text, finish_reason=choices[0].get("finish_reason"))
 
     def _run(self, jobs: list[tuple[str, ChatRequest]]) -> Iterator[tuple[str, ChatResult]]:
         with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="wildsci-llm") as pool:
