@@ -166,6 +166,10 @@ def test_small_demo_chain_end_to_end_then_reused(tmp_path, capfd, embedded_model
     for p in pngs:
         assert f"(plots/{p.name})" in md
         assert_png_nontrivial(p)
+    assert "(eval/accuracy_vs_step.png)" in md  # wildsci eval's own plot, shown in the report
+    assert_png_nontrivial(run / "eval" / "accuracy_vs_step.png")
+    for name in ("build", "grpo", "eval"):
+        assert f"| {name} | done |" in md
 
     # rerun: every finished stage is reused, only the report is rewritten
     assert main(["demo", "--run-dir", str(run), "--small"]) == 0

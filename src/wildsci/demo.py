@@ -38,8 +38,8 @@ RECIPES = {
 }
 #: ``--small`` (the test suite's chain): every stage shrunk through its ordinary command-line overrides.
 SMALL = {
-    # 3 of the 26 built-in passages, one question each: what survives is enough to train and evaluate on
-    "build": ["--max_papers", "3", "--generate.questions_per_chunk", "1"],
+    # 3 of the 26 built-in passages, one question each, labelled from the passages' own field labels (no LLM call)
+    "build": ["--max_papers", "3", "--generate.questions_per_chunk", "1", "--label.use_llm", "false"],
     # 2 steps of 1 question x 4 rollouts of 32 tokens; no checkpoints, so eval compares base vs the final save
     "grpo": [
         "--max_steps", "2", "--num_generations", "4", "--per_device_train_batch_size", "4",
@@ -121,7 +121,7 @@ def plan(run_dir: str | Path = "runs/demo", small: bool = False) -> list[Stage]:
             "eval",
             ["wildsci", *evaluate],
             [*wildsci, *evaluate],
-            [ev / "results.json", ev / "predictions.jsonl"],
+            [ev / "results.json", ev / "predictions.jsonl", ev / "results.md"],
             RECIPES["eval"],
         ),
         Stage("report", ["wildsci", *report], [*wildsci, *report], [run / "report.md"], always=True),

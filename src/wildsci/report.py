@@ -480,9 +480,13 @@ def _training_section(inp: RunInputs, plots: _Plots) -> list[str]:
     if not metrics:
         return out + ["No training plots: " + next((n for n in inp.notes if "metrics" in n), "no metrics") + ".", ""]
     out += [
-        f"{len(metrics)} logged steps from `{_rel(inp.metrics_path, inp.run_dir)}`. Thin lines are per-step values, "
-        f"thick lines a {_window(len(metrics))}-step rolling mean. Keys a step could not compute are absent, "
-        "not zero.",
+        f"{len(metrics)} logged steps from `{_rel(inp.metrics_path, inp.run_dir)}`. "
+        + (
+            f"Thin lines are per-step values, thick lines a {_window(len(metrics))}-step rolling mean. "
+            if _window(len(metrics)) > 1
+            else ""
+        )
+        + "Keys a step could not compute are absent, not zero.",
         "",
     ]
     if not any(m.get("warnings") for m in metrics):

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 BACKENDS = ("transformers", "openai")
 GUIDED_MODES = ("response_format", "vllm", "vllm_legacy")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -112,6 +113,8 @@ class BackendConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.max_retries < 0 or self.timeout_s <= 0:
             raise ValueError("max_retries must be >= 0 and timeout_s > 0")
 
@@ -272,7 +275,7 @@ class SeededSampler:
     the missing calls) would not reproduce an uninterrupted one.
     """
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: Any):
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
         import torch
 
         self.temperature, self.top_p = temperature, top_p
@@ -304,7 +307,7 @@ class TransformersClient(_CachedClient):
 
     def __init__(self, config: BackendConfig, cache: CallCache | None):
         super().__init__(config, cache)
-        self._model = self._tok = self._tok_info = None
+        self._model = self._tok = None
         self._compiler = None
         self._grammars: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -396,6 +399,12 @@ class TransformersClient(_CachedClient):
                         for i, res in zip(batch, texts, strict=True):
                             yield jobs[i][0], res
 
+    def close(self) -> None:
+        """Drop the model and grammars (the pipeline closes its clients when a build ends)."""
+        with self._lock:
+            self._model = self._tok = self._compiler = None
+            self._grammars.clear()
+
     def _too_long_result(self, n: int) -> ChatResult:
         return ChatResult(
             None,
@@ -418,7 +427,7 @@ class TransformersClient(_CachedClient):
 
             procs.append(xgr.contrib.hf.LogitsProcessor(grammar))  # one per generate() call (it is stateful)
         if cfg.temperature > 0:
-            procs.append(SeededSampler([request_seed(k) for k in keys], cfg.temperature, cfg.top_p, self._device))
+            procs.append(SeededSampler([request_seed(k) for k in keys], cfg.temperature, cfg.top_p))
         try:
             with torch.inference_mode():
                 out = self._model.generate(
