@@ -55,6 +55,7 @@ CASES = {
     "three_options": (q(options=OPTS[:3], answer="A"), "stop", "too_few_options"),
     "eleven_options": (q(options=OPTS + ["An eleventh option"]), "stop", "too_many_options"),
     "duplicate_options": (q(options=OPTS[:9] + [OPTS[2].upper() + "  "]), "stop", "duplicate_options"),
+    "placeholders": (q(options=list("ABCDEFGHIJ")), "stop", "placeholder_option"),
     "answer_letter_out": (q(options=OPTS[:5], answer="H"), "stop", "answer_not_in_options"),
     "answer_index_out": (q(answer=10), "stop", "answer_not_in_options"),
     "answer_text_out": (q(answer="Something else entirely"), "stop", "answer_not_in_options"),
@@ -165,6 +166,19 @@ def test_prompt_and_schema_shape():
     ]  # fmt: skip
     with pytest.raises(ValueError):
         GenerateConfig(min_options=5, num_options=4)
+
+
+def test_dedupe_options_keeps_the_question_when_only_distractors_repeat():
+    cfg = GenerateConfig(dedupe_options=True)
+    repeated = OPTS[:8] + [OPTS[5], OPTS[6].lower()]
+    parsed, reason = validate_question(q(options=repeated, answer=OPTS[7]), cfg)
+    assert reason is None and parsed["options"] == OPTS[:8] and parsed["answer_index"] == 7
+    assert validate_question(q(options=OPTS[:9] + [OPTS[2]]), cfg) == (None, "duplicate_options")  # the answer
+    few = OPTS[:3] + [OPTS[0]] * 7
+    assert validate_question(q(options=few, answer="B"), cfg) == (None, "too_few_options")
+    assert validate_question(q(options=repeated), GenerateConfig())[1] == "duplicate_options"
+    numbers = [str(n) for n in range(1, 11)]
+    assert validate_question(q(options=numbers, answer="D"), cfg)[0]["options"][3] == "4"  # numbers are real options
 
 
 def test_extract_json_tells_truncated_from_garbage():

@@ -62,10 +62,14 @@ def test_status_skips_done_reruns_changed_and_resumes(tmp_path, monkeypatch):
         state["stages"].append({"name": s.name, "fingerprint": s.fingerprint, "status": "done"})
     assert [demo.status(s, state)[0] for s in stages] == ["done", "done", "done", "run"]  # the report always reruns
 
-    # a missing output reruns that stage only
+    # a missing output reruns that stage, and every stage after it (their inputs change on disk)
     stages[2].outputs[0].unlink()
     assert [demo.status(s, state)[0] for s in stages[:3]] == ["done", "done", "run"]
     _touch_outputs(stages[2])
+    assert demo.status(stages[2], state, upstream_ran=True) == (
+        "run",
+        "an earlier stage ran again, so this one's inputs changed",
+    )
 
     # a changed data recipe changes every fingerprint downstream: rebuild, retrain, re-evaluate
     (tmp_path / recipes["build"]).write_text("name: demo2\n")

@@ -324,7 +324,7 @@ def test_cli_tiny_model_scores_match_rescoring_and_cache_is_not_stale(shared_dat
     model_dir = tmp_path / "model"
     shutil.copytree(resolve_model("tiny:qwen2"), model_dir)
     model_yaml = write_model_yaml(tmp_path / "model.yaml", str(model_dir), tmp_path / "lighteval_cache")
-    env = child_env(**eval_data["env"], WILDSCI_EVAL_MAX_NEW_TOKENS="8", OMP_NUM_THREADS="1")
+    env = child_env(**eval_data["env"], WILDSCI_EVAL_MAX_NEW_TOKENS="8")
     tasks = ["wildsci:mmlu_pro_science", "wildsci:arc_challenge", "wildsci:scieval", "wildsci:wildsci"]
     if eval_data["gpqa"] is not None:
         tasks.append("wildsci:gpqa_diamond")

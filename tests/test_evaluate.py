@@ -71,7 +71,9 @@ def matrix(shared_data, tmp_path_factory):
     )
     out = tmp / "eval"
     t0 = time.time()
-    rc = main(["eval", str(recipe), "--permutations", "2", "--output-dir", str(out)])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")  # see eval_helpers.child_env
+        rc = main(["eval", str(recipe), "--permutations", "2", "--output-dir", str(out)])
     assert rc == 0
     return {"out": out, "recipe": recipe, "slices": slices, "dataset": ds, "seconds": time.time() - t0}
 
@@ -197,12 +199,13 @@ def test_rerun_resumes_without_running_lighteval_again(matrix):
 
 
 @pytest.mark.slow
-def test_gpqa_runs_without_leaving_questions_behind(shared_data, tmp_path, repo_root):
+def test_gpqa_runs_without_leaving_questions_behind(shared_data, tmp_path, repo_root, monkeypatch):
     """GPQA through ``wildsci eval``: scores kept, question text nowhere in the outputs, repo or caches."""
     if not (shared_data / "benchmarks" / "gpqa_diamond.zip").is_file():
         pytest.skip("gpqa_diamond.zip not in the shared data")
     from wildsci.models import cache_dir
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     start = time.time()
     gpqa = decrypt_gpqa(shared_data, tmp_path / "secret")
     model = train_letter_model(tmp_path / "letter", "A")
@@ -271,3 +274,28 @@ def test_demo_and_paper_recipes_load():
         assert r.tasks and r.output_dir
     paper = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "eval" / "paper.yaml", EvalRecipe)
     assert paper.backend == "vllm" and {"gpqa_diamond", "supergpqa", "mmlu_pro", "wildsci"} <= set(paper.tasks)
+
+
+def test_backend_model_files_and_commands(tmp_path):
+    """The vLLM path (GPU only, not run here) and the multi-process path build what lighteval accepts."""
+    from lighteval.models.transformers.transformers_model import TransformersModelConfig
+    from lighteval.models.vllm.vllm_model import VLLMModelConfig
+
+    from wildsci.evaluate import ModelEntry, _command, model_parameters
+
+    model = ModelEntry("base", "x", str(tmp_path), 0)
+    vllm = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "eval" / "paper.yaml", EvalRecipe)
+    params = model_parameters(vllm, model, tmp_path / "cache")
+    VLLMModelConfig(**params)  # every key is one lighteval's vLLM backend knows
+    assert params["max_model_length"] == 8192 and "max_new_tokens" not in params["generation_parameters"]
+    cmd = _command(vllm, tmp_path / "m.yaml", ["wildsci:gpqa_diamond"], tmp_path / "out")
+    assert cmd[1:4] == ["-m", "wildsci.lighteval_compat", "vllm"] and "wildsci:gpqa_diamond|0" in cmd
+    cpu = load_recipe(
+        write_recipe(tmp_path / "r.yaml", output_dir="x", base="tiny:qwen2", num_processes=2, device="cuda"),
+        EvalRecipe,
+    )
+    params = model_parameters(cpu, model, tmp_path / "cache")
+    TransformersModelConfig(**params)
+    assert params["dtype"] == "bfloat16" and params["system_prompt"].startswith("You are a careful scientist")
+    cmd = _command(cpu, tmp_path / "m.yaml", ["wildsci:mmlu_pro"], tmp_path / "out")
+    assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"] and "accelerate" in cmd[5:]

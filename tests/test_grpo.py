@@ -256,12 +256,12 @@ def test_shipped_grpo_recipes_parse_completely(path):
 
 def test_every_shipped_recipe_passes_recipes_check():
     paths = sorted(glob.glob(str(ROOT / "recipes/grpo/*.yaml")) + glob.glob(str(ROOT / "recipes/accelerate/*.yaml")))
-    assert len(paths) == 7
+    assert len(paths) >= 7  # demo_cpu, qwen2.5-1.5b, qwen2.5-7b + ddp, zero2, zero3, fsdp
     run = subprocess.run(
         [sys.executable, "-m", "wildsci.cli", "recipes", "check", *paths], capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "7/7 recipes valid" in run.stdout
+    assert f"{len(paths)}/{len(paths)} recipes valid" in run.stdout
 
 
 def test_recipe_dataclasses_document_every_field():

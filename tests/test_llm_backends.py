@@ -58,6 +58,7 @@ def test_openai_results_in_order_cached_and_seeded(tmp_path):
         # a rerun, even from a fresh client on the same cache file, makes no call
         again = _openai(srv, CallCache(tmp_path / "calls.sqlite"), concurrency=4).chat(reqs)
         assert [r.text for r in again] == [r.text for r in first] and all(r.cached for r in again)
+        assert [r.finish_reason for r in again] == [r.finish_reason for r in first] == ["stop"] * 11
         assert srv.hits == 11
         body = srv.requests[0]
         assert body["model"] == "served-model" and body["max_tokens"] == 512 and body["temperature"] == 0.7

@@ -41,7 +41,9 @@ def test_put_get_persist_across_instances(tmp_path):
     with CallCache(path) as c2:
         assert c2.get(k) == "four ✓"
         assert c2.get_many([k, "missing", k]) == {k: "four ✓"}
-        assert len(c2) == 1
+        c2.put("cut", '{"question": "Why', "m", finish_reason="length")
+        assert c2.get_entries(["cut", k]) == {"cut": ('{"question": "Why', "length"), k: ("four ✓", None)}
+        assert len(c2) == 2
         assert c2.stats == {"made": 0, "cached": 0, "failed": 0}
 
 

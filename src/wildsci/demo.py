@@ -157,13 +157,19 @@ def _record(state: dict[str, Any], name: str) -> dict[str, Any]:
     return rec
 
 
-def status(stage: Stage, state: dict[str, Any]) -> tuple[str, str]:
-    """``("done"|"resume"|"run", why)`` for a stage, from its recorded fingerprint and its outputs on disk."""
+def status(stage: Stage, state: dict[str, Any], upstream_ran: bool = False) -> tuple[str, str]:
+    """``("done"|"resume"|"run", why)`` for a stage, from its recorded fingerprint and its outputs on disk.
+
+    ``upstream_ran``: an earlier stage runs (again) in this invocation, so this stage's inputs change on disk
+    even when no command or recipe did (e.g. a deleted ``grpo/`` folder retrains the policy: re-evaluate it).
+    """
     rec = next((r for r in state["stages"] if r.get("name") == stage.name), {})
     same = rec.get("fingerprint") == stage.fingerprint
     missing = [p for p in stage.outputs if not p.is_file()]
     if stage.always:
         return "run", "always rerun (seconds)"
+    if upstream_ran:
+        return "run", "an earlier stage ran again, so this one's inputs changed"
     if same and rec.get("status") in ("done", "skipped") and not missing:
         return "done", f"outputs complete, finished {rec.get('finished_at', '?')}"
     if same and stage.resume and rec.get("status") in ("running", "failed", "interrupted"):
@@ -229,8 +235,10 @@ def run_demo(run_dir: str | Path = "runs/demo", plan_only: bool = False, small: 
         t0 = time.perf_counter()
         path = resolve_model(DEFAULT_MODEL)
         print(f"model: {DEFAULT_MODEL} -> {path} ({time.perf_counter() - t0:.1f} s)")
+        ran = False
         for i, s in enumerate(stages, 1):
-            what, why = status(s, state)
+            what, why = status(s, state, upstream_ran=ran)
+            ran = ran or what != "done"
             verb = {"done": "skip", "resume": "resume", "run": "run"}[what]
             cmd = shlex.join(s.shown + (s.resume if what == "resume" else []))
             print(f"[{i}/{len(stages)}] {s.name}: would {verb} ({why})\n    $ {cmd}")
@@ -240,8 +248,10 @@ def run_demo(run_dir: str | Path = "runs/demo", plan_only: bool = False, small: 
     run.mkdir(parents=True, exist_ok=True)
     state["small"] = small
     times: list[tuple[str, str, float]] = []
+    ran = False
     for i, s in enumerate(stages, 1):
-        what, why = status(s, state)
+        what, why = status(s, state, upstream_ran=ran)
+        ran = ran or what != "done"
         rec = _record(state, s.name)
         head = f"[{i}/{len(stages)}] {s.name}"
         if what == "done":

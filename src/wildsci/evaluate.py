@@ -648,6 +648,7 @@ def run_eval(recipe_path: str | Path, overrides: dict[str, Any] | None = None) -
         bar = tqdm(models, desc="wildsci eval", unit="model", disable=None)
         for m in bar:
             bar.set_postfix_str(m.name)
+            bar.write(f"wildsci eval: {m.name} (step {m.step}): lighteval log in {out_dir / 'lighteval' / m.name}")
             results, records = evaluate_model(recipe, m, tasks, cfg, out_dir, config_file)
             res["scores"][m.name] = {}
             for t in tasks:

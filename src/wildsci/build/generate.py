@@ -30,6 +30,7 @@ DROP_REASONS = {
     "too_few_options": "fewer options than min_options",
     "too_many_options": "more options than max_options",
     "duplicate_options": "two options have the same text",
+    "placeholder_option": "most options are bare letters ('A', 'B', ...): the generator did not write options",
     "answer_not_in_options": "the answer is neither an option letter, an option index nor an option's text",
     "all_or_none_of_the_above": "an 'all/none of the above' option (meaningless once options are shuffled)",
     "refers_to_paper": "the question mentions 'the paper' / 'the study' / 'the authors' (not self-contained)",
@@ -92,6 +93,7 @@ EXAMPLE = {
 _REFERS = re.compile(
     r"\b(?:(?:this|the|that)\s+(?:paper|study|article|excerpt|passage|manuscript|text)|the\s+authors?)\b", re.I
 )
+_PLACEHOLDER = re.compile(r"^[\(\[]?[A-Ja-j][\)\].:]?$")
 _META = re.compile(r"^\s*(?:all|none|both|neither)\s+of\s+the\s+(?:above|options|answers)\b", re.I)
 _LABEL = re.compile(r"^\s*(?:\(?([A-Ja-j])[\).:]|\[([A-Ja-j])\])\s+")
 
@@ -123,6 +125,13 @@ class GenerateConfig:
     few_shot: bool = field(
         default=True,
         metadata={"help": "show one worked example (passage -> question) before the real excerpt; helps small models"},
+    )
+    dedupe_options: bool = field(
+        default=False,
+        metadata={
+            "help": "repeated wrong options are removed instead of dropping the question (duplicate_options); the "
+            "options stage then tops the question up with new distractors. A repeat of the answer always drops"
+        },
     )
     reject_paper_references: bool = field(
         default=True, metadata={"help": "drop questions that mention 'the paper', 'the study', 'the authors'"}
@@ -304,12 +313,19 @@ def validate_question(
         return None, "too_few_options"
     if len(options) > cfg.max_options:
         return None, "too_many_options"
-    norm = [" ".join(o.lower().split()) for o in options]
-    if len(set(norm)) != len(norm):
-        return None, "duplicate_options"
+    if sum(1 for o in options if _PLACEHOLDER.match(o)) * 2 > len(options):  # "A", "B", ... instead of options
+        return None, "placeholder_option"
     idx = _answer_index(ans, options)
     if idx is None:
         return None, "answer_not_in_options"
+    norm = [" ".join(o.lower().split()) for o in options]
+    if len(set(norm)) != len(norm):
+        if not cfg.dedupe_options or norm.count(norm[idx]) > 1:  # a distractor equal to the answer: ambiguous
+            return None, "duplicate_options"
+        first = [i for i, n in enumerate(norm) if norm.index(n) == i]
+        options, idx = [options[i] for i in first], first.index(idx)
+        if len(options) < cfg.min_options:
+            return None, "too_few_options"
     if any(_META.match(o) for o in options):
         return None, "all_or_none_of_the_above"
     if cfg.reject_paper_references and _REFERS.search(q):

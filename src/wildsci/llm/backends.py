@@ -223,12 +223,13 @@ class _CachedClient:
 
     def chat(self, requests: list[ChatRequest], desc: str = "") -> list[ChatResult]:
         keys = [self.key(r) for r in requests]
-        hits = self.cache.get_many(keys) if self.cache is not None else {}
+        hits = self.cache.get_entries(keys) if self.cache is not None else {}
         results: list[ChatResult | None] = [None] * len(requests)
         pending: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
             if k in hits:
-                results[i] = self._finish(requests[i], hits[k], cached=True)
+                text, finish = hits[k]
+                results[i] = self._finish(requests[i], text, cached=True, finish_reason=finish)
             else:
                 pending.setdefault(k, []).append(i)
         n_cached = len(requests) - sum(len(v) for v in pending.values())
@@ -242,7 +243,7 @@ class _CachedClient:
                     if res.text is None:
                         self.stats["failed"] += 1
                     elif self.cache is not None:
-                        self.cache.put(k, res.text, self.config.model)
+                        self.cache.put(k, res.text, self.config.model, res.finish_reason)
                     for i in pending[k]:
                         results[i] = (
                             self._finish(requests[i], res.text, finish_reason=res.finish_reason)

@@ -29,6 +29,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
     key TEXT PRIMARY KEY,
     text TEXT NOT NULL,
+    finish_reason TEXT,
     model TEXT NOT NULL,
     created REAL NOT NULL
 )
@@ -97,22 +98,30 @@ class CallCache:
         return None if row is None else row[0]
 
     def get_many(self, keys: list[str]) -> dict[str, str]:
-        """Answers for the keys that are cached (one query per 500 keys)."""
-        found: dict[str, str] = {}
+        """Answers for the keys that are cached."""
+        return {k: text for k, (text, _) in self.get_entries(keys).items()}
+
+    def get_entries(self, keys: list[str]) -> dict[str, tuple[str, str | None]]:
+        """``{key: (text, finish_reason)}`` for the keys that are cached (one query per 500 keys).
+
+        The finish reason is kept so that a cached answer is judged exactly like a fresh one (a completion cut
+        at max_new_tokens stays ``truncated_json`` on a rerun).
+        """
+        found: dict[str, tuple[str, str | None]] = {}
         uniq = list(dict.fromkeys(keys))
         with self._lock:
             for i in range(0, len(uniq), 500):
                 part = uniq[i : i + 500]
-                q = f"SELECT key, text FROM calls WHERE key IN ({','.join('?' * len(part))})"
-                found.update(self._db.execute(q, part).fetchall())
+                q = f"SELECT key, text, finish_reason FROM calls WHERE key IN ({','.join('?' * len(part))})"
+                found.update((k, (t, f)) for k, t, f in self._db.execute(q, part).fetchall())
         return found
 
-    def put(self, key: str, text: str, model: str = "") -> None:
+    def put(self, key: str, text: str, model: str = "", finish_reason: str | None = None) -> None:
         """Store one answer and commit it at once (autocommit): a kill right after this loses nothing."""
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO calls (key, text, model, created) VALUES (?, ?, ?, ?)",
-                (key, text, model, time.time()),
+                "INSERT OR REPLACE INTO calls (key, text, finish_reason, model, created) VALUES (?, ?, ?, ?, ?)",
+                (key, text, finish_reason, model, time.time()),
             )
 
     def __len__(self) -> int:
