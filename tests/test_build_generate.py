@@ -160,7 +160,7 @@ def test_prompt_and_schema_shape():
     assert schema["properties"]["options"]["minItems"] == 4 and schema["required"] == [
         "question", "options", "answer", "rationale"
     ]  # fmt: skip
-    assert "minLength" not in question_schema(GenerateConfig(max_field_chars=None))["properties"]["question"]
+    assert "minLength" not in question_schema(GenerateConfig(max_question_chars=None))["properties"]["question"]
     assert [m["role"] for m in build_request_messages({"text": "t"}, GenerateConfig(few_shot=False))] == [
         "system", "user"
     ]  # fmt: skip
@@ -201,7 +201,7 @@ def test_embedded_smollm2_emits_parseable_questions_under_the_grammar(embedded_m
         {"paper_id": r["id"], "chunk_id": r["id"], "title": r["title"], "text": r["abstract"], "license": r["license"]}
         for r in rows
     ]
-    gen = GenerateConfig(num_options=4, min_options=4, max_field_chars=100)  # short JSON: a fast CPU test
+    gen = GenerateConfig(num_options=4, min_options=4, max_option_chars=60, max_question_chars=200)  # a fast test
     cfg = BackendConfig(max_new_tokens=300, temperature=0.7, batch_size=2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 135M model on a busy CPU: one thread avoids OpenMP spin contention
@@ -220,5 +220,5 @@ def test_embedded_smollm2_emits_parseable_questions_under_the_grammar(embedded_m
         if res.finish_reason == "stop":
             obj = json.loads(res.text)
             assert set(obj) == {"question", "options", "answer", "rationale"} and len(obj["options"]) == 4
-            assert obj["answer"] in "ABCD" and all(1 <= len(o) <= 100 for o in obj["options"])
+            assert obj["answer"] in "ABCD" and all(1 <= len(o) <= 60 for o in obj["options"])
     assert any(r.finish_reason == "stop" for r in raw)

@@ -99,7 +99,8 @@ def test_options_completed_shuffled_and_reasons_counted(llm):
     req = next(b for b in srv.requests if "[fill]" in b["messages"][-1]["content"])["messages"][-1]["content"]
     assert f"Correct answer: {BASE[1]}" in req and f"- {BASE[0]}" in req and "Write 6 more" in req
     schema = next(b for b in srv.requests if "[fill]" in b["messages"][-1]["content"])["response_format"]
-    assert schema["json_schema"]["schema"]["properties"]["distractors"]["minItems"] == 6
+    items = schema["json_schema"]["schema"]["properties"]["distractors"]
+    assert items["minItems"] == items["maxItems"] == 6 and items["items"]["maxLength"] == 600
 
 
 def test_without_llm_short_questions_are_dropped():

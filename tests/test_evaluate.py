@@ -1,10 +1,11 @@
 """``wildsci eval``: base + checkpoints x tasks through real lighteval runs, the tables, the plot, permutations.
 
-The matrix runs on the tiny model: ``base`` (random weights), ``checkpoint-1`` (the same random weights) and
-``checkpoint-2`` (the tiny model trained to answer ``\\boxed{A}`` to everything -- a pure letter prior). Every
-number is checked against lighteval's saved details and against what that policy must score: a letter-A
-policy is right exactly when the gold letter is A, reads as "A" 100% of the time under permutations, and picks
-the same option content only when both permutations put the same option first.
+The matrix runs on the tiny model: ``base`` (random weights) and ``checkpoint-5`` of a training folder (the tiny
+model trained to answer ``\\boxed{A}`` to everything -- a pure letter prior; the folder's final save is the same
+step and is not evaluated twice). Every number is checked against lighteval's saved details and against what
+that policy must score: a letter-A policy is right exactly when the gold letter is A, reads as "A" 100% of the
+time under permutations, and picks the same option content only when both permutations put the same option
+first.
 """
 
 from __future__ import annotations
@@ -48,15 +49,16 @@ def read_jsonl(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def matrix(shared_data, tmp_path_factory):
-    """One ``wildsci eval --permutations 2`` over base + 2 checkpoints x (WildSci split, ARC-Challenge)."""
-    from wildsci.models import resolve_model
+    """One ``wildsci eval --permutations 2`` over base + a trained folder x (WildSci split, ARC-Challenge)."""
 
     tmp = tmp_path_factory.mktemp("matrix")
     slices = make_slices(shared_data, tmp / "slices", n=6)
     ds = make_wildsci_dataset(tmp / "dataset", n_train=8, n_test=6)
     run = tmp / "grpo"
-    shutil.copytree(resolve_model("tiny:qwen2"), run / "checkpoint-1")
-    train_letter_model(run / "checkpoint-2", "A")
+    train_letter_model(run / "checkpoint-5", "A")
+    for f in (run / "checkpoint-5").iterdir():  # the final save of a 5-step run: the same model as checkpoint-5
+        shutil.copy(f, run / f.name)
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
     recipe = write_recipe(
         tmp / "recipe.yaml",
         output_dir=str(tmp / "unused"),
@@ -81,7 +83,7 @@ def matrix(shared_data, tmp_path_factory):
 @pytest.mark.slow
 def test_results_json_follows_the_contract(matrix):
     res = json.loads((matrix["out"] / "results.json").read_text())
-    assert [(m["name"], m["step"]) for m in res["models"]] == [("base", 0), ("checkpoint-1", 1), ("checkpoint-2", 2)]
+    assert [(m["name"], m["step"]) for m in res["models"]] == [("base", 0), ("checkpoint-5", 5)]
     assert all(Path(m["path"]).is_dir() for m in res["models"])
     assert res["tasks"] == ["wildsci", "arc_challenge"]
     for m in res["models"]:
@@ -94,11 +96,11 @@ def test_results_json_follows_the_contract(matrix):
             assert {"k", "accuracy", "consistency", "letter_distribution", "gold_letter_distribution"} <= set(p)
             assert p["k"] == 2
     preds = read_jsonl(matrix["out"] / "predictions.jsonl")
-    assert len(preds) == 3 * 2 * 6 and all(set(p) == PRED_KEYS for p in preds)
+    assert len(preds) == 2 * 2 * 6 and all(set(p) == PRED_KEYS for p in preds)
     assert list((matrix["out"] / ".lighteval_cache").rglob("GENERATIVE.parquet")), "responses are cached for reruns"
     for m in res["models"][1:]:
         assert not any(p.is_dir() for p in Path(m["path"]).iterdir()), "nothing may be written into a checkpoint"
-    assert len(read_jsonl(matrix["out"] / "permutation_predictions.jsonl")) == 3 * 2 * 6 * 2
+    assert len(read_jsonl(matrix["out"] / "permutation_predictions.jsonl")) == 2 * 2 * 6 * 2
 
 
 @pytest.mark.slow
@@ -124,7 +126,7 @@ def test_scores_match_details_and_the_letter_policy(matrix):
             again = rescore(details[f"wildsci:{t}"], golds.get(t))
             assert (again["acc"], again["extraction_rate"]) == pytest.approx((s["accuracy"], s["extraction_rate"]))
             share_a = np.mean([p["gold"] == "A" for p in mine])
-            if m["name"] == "checkpoint-2":
+            if m["name"] == "checkpoint-5":
                 assert s["extraction_rate"] == 1.0 and all(p["pred"] == "A" for p in mine)
                 assert s["accuracy"] == pytest.approx(share_a)
             else:
@@ -136,8 +138,8 @@ def test_permutations_expose_the_letter_prior(matrix):
     res = json.loads((matrix["out"] / "results.json").read_text())
     perm_preds = read_jsonl(matrix["out"] / "permutation_predictions.jsonl")
     for t in res["tasks"]:
-        letter = res["permutations"]["checkpoint-2"][t]
-        mine = [p for p in perm_preds if p["model"] == "checkpoint-2" and p["task"] == t]
+        letter = res["permutations"]["checkpoint-5"][t]
+        mine = [p for p in perm_preds if p["model"] == "checkpoint-5" and p["task"] == t]
         qids = sorted({p["question_id"] for p in mine})
         n_opts = {p["question_id"]: len(p["order"]) for p in mine}
         # always "A": the same content only when both orders put the same original option first
@@ -152,7 +154,21 @@ def test_permutations_expose_the_letter_prior(matrix):
         base = res["permutations"]["base"][t]
         assert base["consistency"] == 0.0 and base["letter_distribution"] == {}
     table = (matrix["out"] / "results.md").read_text()
-    assert "## Robustness to option order" in table and "| checkpoint-2 | arc_challenge | 2 |" in table
+    assert "## Robustness to option order" in table and "| checkpoint-5 | arc_challenge | 2 |" in table
+
+
+def test_checkpoints_expand_in_step_order(tmp_path):
+    run = tmp_path / "run"
+    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-x", "checkpoint-7", ""):
+        (run / name).mkdir(parents=True, exist_ok=True)
+        if name != "checkpoint-7":  # a checkpoint still being written (no config.json) is left out
+            (run / name / "config.json").write_text("{}")
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 12}))
+    r = load_recipe(write_recipe(tmp_path / "r.yaml", output_dir="x", base="tiny:qwen2", trained=str(run)), EvalRecipe)
+    got = [(m.name, m.step) for m in expand_models(r)]
+    assert got == [("base", 0), ("checkpoint-2", 2), ("checkpoint-10", 10), ("final", 12)]
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 10}))
+    assert [m.name for m in expand_models(r)] == ["base", "checkpoint-2", "checkpoint-10"]
 
 
 def test_permutation_summary_by_hand():
@@ -177,7 +193,7 @@ def test_permutation_summary_by_hand():
 def test_markdown_and_plot(matrix):
     table = (matrix["out"] / "results.md").read_text()
     assert "| model | step | wildsci (n=6) | arc_challenge (n=6) |" in table
-    for name, step in (("base", 0), ("checkpoint-1", 1), ("checkpoint-2", 2)):
+    for name, step in (("base", 0), ("checkpoint-5", 5)):
         assert f"| {name} | {step} | " in table
     assert "## wildsci: accuracy per discipline" in table
     with Image.open(matrix["out"] / "accuracy_vs_step.png") as im:

@@ -443,7 +443,11 @@ def load_config(environ: dict[str, str] | None = None) -> EvalDataConfig:
 
 
 def is_local(ref: str) -> bool:
-    return Path(ref).expanduser().exists() or ref.startswith((".", "/", "~"))
+    """A file or folder (existing or not) rather than a Hub dataset id (``org/name``), by the rule of
+    :func:`wildsci.models.resolve_model`: paths exist, start with ``. / ~``, have a file suffix or != 1 slash."""
+    if Path(ref).expanduser().exists() or ref.startswith((".", "/", "~")) or ref.count("/") != 1:
+        return True
+    return Path(ref).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
 
 
 # ------------------------------------------------------------------------------------ reading rows

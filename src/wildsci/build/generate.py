@@ -74,16 +74,16 @@ EXAMPLE = {
     "question": "Two colonies of one coral species live through the same marine heatwave. One hosts a heat-tolerant "
     "strain of symbiotic algae, the other the common strain. Which outcome is most likely?",
     "options": [
-        "Both colonies bleach at the same time, because bleaching depends only on water temperature",
-        "The colony with the common strain bleaches later, because its algae photosynthesise more",
+        "Both bleach at once: bleaching depends only on water temperature",
+        "The common-strain colony bleaches later: its algae photosynthesise more",
         "The colony with heat-tolerant algae bleaches later and recovers faster",
-        "Neither colony bleaches, because symbiotic algae shield corals from heat",
-        "The colony with heat-tolerant algae bleaches earlier, because it expels its algae faster",
+        "Neither bleaches: symbiotic algae shield corals from heat",
+        "The heat-tolerant colony bleaches earlier: it expels its algae faster",
         "Both colonies die at once without bleaching",
-        "The colony with the common strain recovers faster, because its algae recolonise quickly",
+        "The common-strain colony recovers faster: its algae recolonise quickly",
         "Extra feeding on plankton prevents bleaching in both colonies",
-        "Heat-tolerant algae make the coral grow faster but do not change bleaching",
-        "The colony with heat-tolerant algae never recovers once it has bleached",
+        "Heat-tolerant algae speed up coral growth but do not change bleaching",
+        "The heat-tolerant colony never recovers once it has bleached",
     ],
     "answer": 2,  # C, not A: generators copy the example's habits
     "rationale": "A heat-tolerant symbiont keeps the symbiosis working at higher temperatures, so bleaching starts "
@@ -115,12 +115,15 @@ class GenerateConfig:
         default=True,
         metadata={"help": "put minItems/maxItems = num_options in the JSON schema (structured backends obey it)"},
     )
-    max_field_chars: int | None = field(
-        default=600,
+    max_question_chars: int | None = field(
+        default=1000,
         metadata={
-            "help": "maxLength for question/option/rationale strings in the JSON schema (stops a small model from "
+            "help": "maxLength of the question and rationale strings in the JSON schema (stops a small model from "
             "rambling until max_new_tokens); null for endpoints whose strict mode rejects maxLength (OpenAI's API)"
         },
+    )
+    max_option_chars: int | None = field(
+        default=300, metadata={"help": "maxLength of each option string in the JSON schema (null: no limit)"}
     )
     few_shot: bool = field(
         default=True,
@@ -156,12 +159,12 @@ class GenerateConfig:
 def question_schema(cfg: GenerateConfig) -> dict[str, Any]:
     """The JSON schema the generator is held to (OpenAI strict-mode compatible: all keys required)."""
 
-    def text(min_len: int) -> dict[str, Any]:
-        if cfg.max_field_chars is None:
+    def text(min_len: int, max_len: int | None) -> dict[str, Any]:
+        if max_len is None:
             return {"type": "string"}
-        return {"type": "string", "minLength": min_len, "maxLength": cfg.max_field_chars}
+        return {"type": "string", "minLength": min_len, "maxLength": max_len}
 
-    options: dict[str, Any] = {"type": "array", "items": text(1)}
+    options: dict[str, Any] = {"type": "array", "items": text(1, cfg.max_option_chars)}
     n_letters = cfg.max_options
     if cfg.constrain_option_count:
         options.update(minItems=cfg.num_options, maxItems=cfg.num_options)
@@ -169,10 +172,10 @@ def question_schema(cfg: GenerateConfig) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "question": text(10),
+            "question": text(10, cfg.max_question_chars),
             "options": options,
             "answer": {"type": "string", "enum": list(LETTERS[:n_letters])},
-            "rationale": text(1),
+            "rationale": text(1, cfg.max_question_chars),
         },
         "required": ["question", "options", "answer", "rationale"],
         "additionalProperties": False,

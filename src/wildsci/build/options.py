@@ -58,6 +58,10 @@ class OptionsConfig:
         default=True, metadata={"help": "ask the LLM for plausible wrong options when a question has fewer"}
     )
     seed: int = field(default=0, metadata={"help": "shuffle seed (combined with each question's text)"})
+    max_option_chars: int | None = field(
+        default=600,
+        metadata={"help": "maxLength of each generated distractor in the JSON schema (null for OpenAI's own API)"},
+    )
     max_attempts: int = field(
         default=2, metadata={"help": "distractor requests per question (distinct samples) before it is dropped"}
     )
@@ -73,10 +77,13 @@ def _norm(s: str) -> str:
     return " ".join(s.lower().split())
 
 
-def distractor_schema(k: int) -> dict:
+def distractor_schema(k: int, max_chars: int | None = None) -> dict:
+    item: dict = (
+        {"type": "string"} if max_chars is None else {"type": "string", "minLength": 1, "maxLength": max_chars}
+    )
     return {
         "type": "object",
-        "properties": {"distractors": {"type": "array", "items": {"type": "string"}, "minItems": k, "maxItems": k}},
+        "properties": {"distractors": {"type": "array", "items": item, "minItems": k, "maxItems": k}},
         "required": ["distractors"],
         "additionalProperties": False,
     }
@@ -90,14 +97,16 @@ def shuffle_options(question: str, options: list[str], answer_index: int, seed: 
     return [options[i] for i in order], order.index(answer_index)
 
 
-def _distractor_request(row: dict, options: list[str], k: int, attempt: int) -> ChatRequest:
+def _distractor_request(row: dict, options: list[str], k: int, attempt: int, cfg: OptionsConfig) -> ChatRequest:
     correct = options[row["answer_index"]]
     wrong = [o for i, o in enumerate(options) if i != row["answer_index"]]
     prompt = DISTRACTOR_PROMPT.format(
         question=row["question"], answer=correct, existing="\n".join(f"- {o}" for o in wrong) or "(none)", k=k
     )
     return ChatRequest(
-        messages=[{"role": "user", "content": prompt}], json_schema=distractor_schema(k), sample_index=attempt
+        messages=[{"role": "user", "content": prompt}],
+        json_schema=distractor_schema(k, cfg.max_option_chars),
+        sample_index=attempt,
     )
 
 
@@ -155,7 +164,9 @@ def complete_options(
         short = [i for i, (_, opts) in enumerate(work) if len(opts) < cfg.num_options]
         if not short:
             break
-        reqs = [_distractor_request(work[i][0], work[i][1], cfg.num_options - len(work[i][1]), attempt) for i in short]
+        reqs = [
+            _distractor_request(work[i][0], work[i][1], cfg.num_options - len(work[i][1]), attempt, cfg) for i in short
+        ]
         results = client.chat(reqs, desc=f"distractors (try {attempt + 1})")
         for i, res in zip(short, results, strict=True):
             row, opts = work[i]

@@ -24,7 +24,8 @@ Backends as a recipe names them (``generator:``, each entry of ``voters:``, ``la
 Structured output: ``response_format: json_schema`` (the default, ``guided_decoding: response_format``) is
 understood by vLLM, SGLang, TGI, ``transformers serve`` and the HF router; ``guided_decoding: vllm`` sends
 vLLM's own ``structured_outputs`` (vLLM >= 0.10), ``vllm_legacy`` the older ``guided_json``/``guided_choice``.
-OpenAI's own API rejects ``maxLength`` in strict schemas: set ``generate.max_field_chars: null`` there.
+OpenAI's own API rejects ``maxLength`` in strict schemas: set ``generate.max_question_chars``,
+``generate.max_option_chars`` and ``options.max_option_chars`` to null there.
 
 Scale-out: one endpoint per node behind a load balancer (or several ``voters`` entries, one per server) and
 ``concurrency`` = the engine's batch size; the client keeps that many requests in flight (see
