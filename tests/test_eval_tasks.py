@@ -366,7 +366,8 @@ def test_cli_embedded_smollm2_scores_match_rescoring(shared_data, eval_data, emb
     _, details = latest_outputs(tmp_path / "out")
     texts = [r["model_response"]["text"][0] for rows in details.values() for r in rows]
     assert sum(len(t.strip()) > 20 for t in texts) >= len(texts) // 2, "SmolLM2 should write real answers"
-    print({k: (v["acc"], v["extraction_rate"]) for k, v in rescored.items()})
+    # with the kit's prompt SmolLM2 names a letter in about half its answers: the comparison above is not 0 == 0
+    assert sum(v["extraction_rate"] for v in rescored.values()) > 0, rescored
 
 
 def test_cli_bad_config_is_one_line(monkeypatch, tmp_path, capsys):
