@@ -120,12 +120,19 @@ def gold_texts_from_file(path: Path, id_key: str = "id") -> dict[str, str]:
 
 def decrypt_gpqa(shared_data: Path, tmp: Path) -> Path:
     """GPQA-Diamond's jsonl, decrypted into ``tmp`` (a pytest temp dir) -- never anywhere else."""
+    tmp = tmp / "gpqa-decrypted"  # its own folder: remove_gpqa() deletes it whole
     with zipfile.ZipFile(shared_data / "benchmarks" / "gpqa_diamond.zip") as z:
         z.setpassword(GPQA_PASSWORD)
         tmp.mkdir(parents=True, exist_ok=True)
         target = tmp / "gpqa_diamond.jsonl"
         target.write_bytes(z.read("gpqa_diamond.jsonl"))
     return target
+
+
+def remove_gpqa(path: Path | None) -> None:
+    """Delete the decrypted GPQA folder (pytest keeps recent temp dirs around; decrypted text should not linger)."""
+    if path is not None:
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def gpqa_probes(path: Path, n: int = 25) -> list[str]:

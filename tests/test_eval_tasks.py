@@ -24,6 +24,7 @@ from eval_helpers import (
     gpqa_probes,
     latest_outputs,
     make_slices,
+    remove_gpqa,
     rescore,
     run_lighteval_cli,
     train_letter_model,
@@ -90,6 +91,7 @@ def test_mmlu_pro_rows_keep_every_option_and_map_categories(shared_data, tmp_pat
 def test_gpqa_option_order_is_seeded_and_balanced(shared_data, tmp_path):
     path = decrypt_gpqa(shared_data, tmp_path)
     rows = read_rows(SOURCES["gpqa_diamond"], str(path))
+    remove_gpqa(path)
     qs = [adapt_gpqa(r) for r in rows]
     assert len(qs) == 198 and all(len(q["options"]) == 4 for q in qs)
     for r, q in zip(rows, qs, strict=True):
@@ -277,7 +279,8 @@ def eval_data(shared_data, tmp_path_factory):
     }
     if gpqa is not None:
         env["WILDSCI_EVAL_GPQA_DIAMOND"] = str(gpqa)
-    return {"env": env, "dataset": ds, "gpqa": gpqa, "tmp": tmp, "slices": slices}
+    yield {"env": env, "dataset": ds, "gpqa": gpqa, "tmp": tmp, "slices": slices}
+    remove_gpqa(gpqa)
 
 
 def _gold_texts(shared_data: Path, eval_data: dict) -> dict[str, dict[str, str]]:

@@ -24,6 +24,7 @@ from eval_helpers import (
     gold_texts_from_file,
     gpqa_probes,
     make_slices,
+    remove_gpqa,
     rescore,
     train_letter_model,
 )
@@ -235,14 +236,17 @@ def test_gpqa_runs_without_leaving_questions_behind(shared_data, tmp_path, repo_
         max_new_tokens=8,
         device="cpu",
     )
-    assert main(["eval", str(recipe)]) == 0
+    try:
+        assert main(["eval", str(recipe)]) == 0
+        probes = gpqa_probes(gpqa)
+    finally:
+        remove_gpqa(gpqa)
     res = json.loads((tmp_path / "eval" / "results.json").read_text())
     preds = read_jsonl(tmp_path / "eval" / "predictions.jsonl")
     s = res["scores"]["base"]["gpqa_diamond"]
     assert s["n"] == 8 and s["extraction_rate"] == 1.0
     assert s["accuracy"] == pytest.approx(np.mean([p["gold"] == "A" for p in preds]))
     assert not list((tmp_path / "eval").rglob("details_*.parquet")), "GPQA details must not be kept"
-    probes = gpqa_probes(gpqa)
     assert_no_leak(probes, [tmp_path / "eval", repo_root])
     recent = [p for p in (cache_dir(), Path.home() / ".cache" / "huggingface") if p.is_dir()]
     for root in recent:  # anything written to the shared caches during this test

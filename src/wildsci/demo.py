@@ -168,6 +168,8 @@ def status(stage: Stage, state: dict[str, Any], upstream_ran: bool = False) -> t
     missing = [p for p in stage.outputs if not p.is_file()]
     if stage.always:
         return "run", "always rerun (seconds)"
+    if not rec:
+        return "run", "not run yet" if missing else f"no record of a finished run in {STATE_FILE}"
     if upstream_ran:
         return "run", "an earlier stage ran again, so this one's inputs changed"
     if same and rec.get("status") in ("done", "skipped") and not missing:
@@ -178,8 +180,6 @@ def status(stage: Stage, state: dict[str, Any], upstream_ran: bool = False) -> t
             return "resume", f"resuming the interrupted run from its last checkpoint in {out}"
     if not same and rec.get("fingerprint"):
         return "run", "its command, recipe or an earlier stage changed since the last run"
-    if not rec:
-        return "run", "not run yet" if missing else f"no record of a finished run in {STATE_FILE}"
     if missing:
         return "run", f"outputs incomplete ({', '.join(p.name for p in missing)} missing)"
     return "run", f"the last run {rec.get('status', 'did not finish')}"

@@ -314,7 +314,7 @@ def _command(recipe: EvalRecipe, model_yaml: Path, tasks: list[str], out: Path) 
 
 def _child_env(config_file: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     # The recipe is the one source of truth: WILDSCI_EVAL_* variables from the caller's shell would override it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WILDSCI_EVAL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WILDSCI_EVAL_") or k == "WILDSCI_EVAL_DATA_CACHE"}
     env["WILDSCI_EVAL_CONFIG"] = str(config_file)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.update(extra or {})
@@ -593,9 +593,14 @@ def plot_accuracy_vs_step(res: dict, path: Path) -> None:
         scores = [res["scores"][m["name"]].get(t) for m in models]
         pts = [(x, s["accuracy"]) for x, s in zip(xs, scores, strict=True) if s]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=t)
+            n = max(s["n"] for s in scores if s)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", alpha=0.85, label=f"{t} (n={n})")
     ax.set_xlabel("training step" if use_steps else "model")
-    if not use_steps:
+    if use_steps:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
         ax.set_xticks(xs, [m["name"] for m in models], rotation=20)
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
