@@ -52,7 +52,7 @@ def _cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
     from wildsci.report import write_report
 
-    path = write_report(args.run_dir)
+    path = write_report(args.run_dir, dataset_dir=args.dataset, grpo_dir=args.grpo, eval_dir=args.eval)
     print(f"report: {path}")
     return 0
 
@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="write report.md + PNG plots for a run directory")
     rp.add_argument("run_dir", help="a run directory, e.g. runs/demo")
+    rp.add_argument("--dataset", default=None, help="dataset folder (default: <run_dir>/dataset)")
+    rp.add_argument("--grpo", default=None, help="GRPO output folder (default: <run_dir>/grpo)")
+    rp.add_argument("--eval", default=None, help="eval output folder (default: <run_dir>/eval)")
     rp.set_defaults(func=_cmd_report)
 
     m = sub.add_parser("model", help="resolve a model reference (Hub id, folder, embedded:NAME, tiny:qwen2)")
