@@ -201,7 +201,7 @@ def test_embedded_smollm2_emits_parseable_questions_under_the_grammar(embedded_m
         {"paper_id": r["id"], "chunk_id": r["id"], "title": r["title"], "text": r["abstract"], "license": r["license"]}
         for r in rows
     ]
-    gen = GenerateConfig(num_options=4, min_options=4, max_option_chars=60, max_question_chars=200)  # a fast test
+    gen = GenerateConfig(num_options=4, min_options=4, max_option_chars=60, max_question_chars=150)  # a fast test
     cfg = BackendConfig(max_new_tokens=300, temperature=0.7, batch_size=2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 135M model on a busy CPU: one thread avoids OpenMP spin contention
