@@ -161,6 +161,16 @@ def mcnemar_p(before: list[bool], after: list[bool]) -> float:
     return min(1.0, p)
 
 
+def top_letter(results: list[dict]) -> str:
+    """The most frequent predicted letter and its share: a policy that answers one letter to everything has
+    learned the format, not the questions (the gold letters are spread over A-J)."""
+    preds = [r["pred"] for r in results if r["pred"]]
+    if not preds:
+        return "-"
+    letter = max(sorted(set(preds)), key=preds.count)
+    return f"{letter} {preds.count(letter)}/{len(preds)}"
+
+
 def pct(k: int, n: int) -> str:
     return f"{k}/{n} ({100 * k / n:.0f}%)" if n else "-"
 
@@ -244,12 +254,12 @@ def main() -> None:
     p_ext = mcnemar_p([r["status"] == "ok" for r in base], [r["status"] == "ok" for r in trained])
     p_acc = mcnemar_p([r["correct"] for r in base], [r["correct"] for r in trained])
     table = markdown_table(
-        ["policy", "extraction rate", "boxed rate", "accuracy"],
+        ["policy", "extraction rate", "boxed rate", "accuracy", "most frequent answer"],
         [
             ["base SmolLM2-135M-Instruct", pct(sb["extracted"], sb["n"]), pct(sb["boxed"], sb["n"]),
-             pct(sb["correct"], sb["n"])],
+             pct(sb["correct"], sb["n"]), top_letter(base)],
             ["after GRPO (demo_cpu recipe)", pct(st["extracted"], st["n"]), pct(st["boxed"], st["n"]),
-             pct(st["correct"], st["n"])],
+             pct(st["correct"], st["n"]), top_letter(trained)],
         ],
     )  # fmt: skip
     from wildsci.metrics import read_metrics
