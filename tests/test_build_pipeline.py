@@ -432,7 +432,7 @@ def test_shipped_recipes_check_and_dry_run(repo_root):
     assert "builtin:demo" in demo.stdout and " 26 " in demo.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_demo_recipe_builds_with_the_embedded_model(embedded_model, repo_root, tmp_path):
     """The shipped demo recipe, real SmolLM2-135M on CPU (3 of its 26 passages): a schema-valid Hub-layout dataset."""
     from datasets import load_dataset

@@ -306,7 +306,8 @@ def check_accelerate_config(data: dict[str, Any], source: str) -> None:
     try:
         ClusterConfig.from_yaml_file(fh.name)
     except (ValueError, TypeError, KeyError) as e:
-        raise RecipeError(f"{source}: not a valid accelerate config: {str(e).splitlines()[0]}") from None
+        msg = str(e).splitlines()[0].replace(fh.name, source)  # name the recipe, not the temporary copy
+        raise RecipeError(f"{source}: not a valid accelerate config: {msg}") from None
     finally:
         Path(fh.name).unlink(missing_ok=True)
 
@@ -322,4 +323,8 @@ def check_recipe_file(path: str | Path) -> None:
     elif kind == "accelerate":
         target(data, str(path))
     else:
+        # TrlParser applies a top-level `env:` mapping as environment variables before parsing
+        env = data.pop("env", None)
+        if env is not None and not isinstance(env, dict):
+            raise RecipeError(f"{path}: key 'env' must be a mapping of environment variables, got {env!r}")
         check_flat(data, tuple(target()), str(path))
