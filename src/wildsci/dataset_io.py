@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from wildsci.errors import UserError
+from wildsci.errors import UserError, first_line
 
 SPLITS = ("train", "validation", "test")
 
@@ -67,7 +67,7 @@ def load_wildsci(ref: str, split: str | None = None, revision: str | None = None
     except UserError:
         raise
     except Exception as e:  # datasets raises many types for "not found / offline"
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise UserError(
             f"cannot load dataset {ref!r}{f' split {split!r}' if split else ''}: {msg} -- "
             "check the Hub id / folder, your network, or HF_HUB_OFFLINE"

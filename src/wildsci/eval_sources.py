@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from wildsci.answers import LETTERS
-from wildsci.errors import UserError
+from wildsci.errors import UserError, first_line
 
 NORMALIZED_KEY = "wildsci_normalized"  # marks rows that are already in the normalized shape
 FORMAT_VERSION = 1  # bump when the normalized shape or an adapter changes: it is part of the content hash
@@ -499,7 +499,7 @@ def read_rows(source: Source, ref: str, split: str | None = None, revision: str 
         ds = load_dataset(ref, source.hub_subset if ref == source.hub_repo else None, split=split or source.hub_split,
                           revision=revision)  # fmt: skip
     except Exception as e:  # datasets raises many types for "not found / offline / gated"
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise UserError(
             f"cannot load {ref!r} for {source.name}: {msg} -- check the id, network or {source.env}"
         ) from None

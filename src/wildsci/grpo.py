@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wildsci.errors import UserError
+from wildsci.errors import UserError, first_line
 
 log = logging.getLogger("wildsci.grpo")
 
@@ -189,7 +189,7 @@ def check_model(ref: str | None, revision: str | None = None, trust_remote_code:
 
         AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise UserError(
             f"model {ref!r} is not reachable: {msg} -- check the id/folder, the network (HF_HUB_OFFLINE needs a "
             "cached copy) and, for gated models, `hf auth login`"
@@ -416,7 +416,7 @@ def push_model(output_dir: str | Path, repo_id: str, private: bool = True, token
             ignore_patterns=["checkpoint-*", "checkpoint-*/**", "completions/**", "*.tmp", ".write-test-*"],
         )
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise UserError(
             f"push to {repo_id} failed: {msg} -- check `hf auth login` and that you may write there"
         ) from None

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from wildsci.errors import UserError
+from wildsci.errors import UserError, first_line
 
 
 @dataclass
@@ -287,7 +287,7 @@ def _read_benchmark(b: BenchmarkConfig) -> Iterator[str]:
     try:
         ds = datasets.load_dataset(b.path, name=b.hub_config, split=b.split)
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise UserError(
             f"benchmark {b.name!r} ({b.path}): cannot load it ({msg}) -- check the id/split, your network or "
             "HF_HUB_OFFLINE, or point 'path' at a local file"

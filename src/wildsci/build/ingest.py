@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wildsci.errors import UserError
+from wildsci.errors import UserError, first_line
 
 # ------------------------------------------------------------------------------------------ config
 DEFAULT_DROP_SECTIONS = [
@@ -352,7 +352,7 @@ def _iter_hub(src: SourceConfig, stats: IngestStats) -> Iterator[dict[str, Any]]
             src.path, name=src.hub_config, split=src.hub_split, revision=src.revision, streaming=True
         )
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise UserError(
             f"source {src.path!r}: cannot load it as a Hub dataset ({msg}) -- check the id, your network or "
             "HF_HUB_OFFLINE, or point 'path' at local files"

@@ -15,14 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wildsci.errors import UserError
+from wildsci.errors import UserError, first_line
 
 ALLOW_PATTERNS = ["README.md", "build_report.json", "data/*.parquet"]
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def push_dataset(out_dir: str | Path, repo_id: str | None, private: bool = True, message: str | None = None) -> str:
@@ -64,10 +59,10 @@ def push_dataset(out_dir: str | Path, repo_id: str | None, private: bool = True,
                 f"cannot push to {repo_id}: the Hub refused the token (HTTP {status}) -- use a token with write "
                 "access to this namespace (`hf auth login`)"
             ) from None
-        raise UserError(f"cannot push to {repo_id}: {_first_line(e)} -- nothing was committed; retry") from None
+        raise UserError(f"cannot push to {repo_id}: {first_line(e)} -- nothing was committed; retry") from None
     except (OSError, httpx.HTTPError) as e:  # DNS failure, refused connection, timeouts
         raise UserError(
-            f"cannot push to {repo_id}: the Hub is unreachable ({_first_line(e)}) -- check your network; "
+            f"cannot push to {repo_id}: the Hub is unreachable ({first_line(e)}) -- check your network; "
             "nothing was committed"
         ) from None
     return str(getattr(info, "commit_url", info))
