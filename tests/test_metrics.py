@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from transformers import TrainerControl, TrainerState
@@ -105,9 +106,18 @@ def test_zero_std_guard_needs_several_steps_in_a_row(tmp_path, caplog):
     collector, cb = make_cb(tmp_path, guards=Guards(zero_std_patience=3))
     cb.on_train_begin(None, state(0), TrainerControl())
     seq = [1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0]
-    with caplog.at_level("WARNING", logger="wildsci.metrics"):
-        for i, z in enumerate(seq, start=1):
-            cb.on_log(None, state(i), TrainerControl(), logs=trl_logs(frac_reward_zero_std=z))
+    # attach caplog's handler to the logger itself: other tests' imports (lighteval, transformers) reconfigure
+    # logging, and propagation to the root logger is not something this test is about
+    logger = logging.getLogger("wildsci.metrics")
+    logger.addHandler(caplog.handler)
+    was_disabled, logger.disabled = logger.disabled, False  # a logging.config call elsewhere may have disabled it
+    try:
+        with caplog.at_level("WARNING", logger="wildsci.metrics"):
+            for i, z in enumerate(seq, start=1):
+                cb.on_log(None, state(i), TrainerControl(), logs=trl_logs(frac_reward_zero_std=z))
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.disabled = was_disabled
     warned = [bool(r["warnings"]) for r in read_metrics(tmp_path / "wildsci_metrics.jsonl")]
     assert warned == [False, False, False, False, False, True, True]
     assert "identical rewards for 3 logged steps" in cb.all_warnings[0]
