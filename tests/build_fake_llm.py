@@ -35,6 +35,7 @@ class FakeLLM:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
             protocol_version = "HTTP/1.1"
 
             def log_message(self, *args: object) -> None:
