@@ -161,6 +161,12 @@ def test_prompt_and_schema_shape():
         "question", "options", "answer", "rationale"
     ]  # fmt: skip
     assert "minLength" not in question_schema(GenerateConfig(max_question_chars=None))["properties"]["question"]
+    patterned = question_schema(GenerateConfig(text_patterns=True, max_question_chars=1000, max_option_chars=40))
+    q_re = re.compile(patterned["properties"]["question"]["pattern"])
+    o_re = re.compile(patterned["properties"]["options"]["items"]["pattern"])
+    assert q_re.match("Why do corals bleach in a heatwave?") and not q_re.match("Corals bleach in a heatwave.")
+    assert not q_re.match("x" * 200 + "?")  # capped at PATTERN_MAX_CHARS whatever max_question_chars says
+    assert o_re.match("A warmer ocean") and o_re.match("(2) both") and not o_re.match("B") and not o_re.match("x" * 41)
     assert [m["role"] for m in build_request_messages({"text": "t"}, GenerateConfig(few_shot=False))] == [
         "system", "user"
     ]  # fmt: skip
@@ -201,7 +207,9 @@ def test_embedded_smollm2_emits_parseable_questions_under_the_grammar(embedded_m
         {"paper_id": r["id"], "chunk_id": r["id"], "title": r["title"], "text": r["abstract"], "license": r["license"]}
         for r in rows
     ]
-    gen = GenerateConfig(num_options=4, min_options=4, max_option_chars=60, max_question_chars=150)  # a fast test
+    gen = GenerateConfig(  # the shipped recipes' settings, shortened for a fast test
+        num_options=4, min_options=4, max_option_chars=60, max_question_chars=150, text_patterns=True
+    )
     cfg = BackendConfig(max_new_tokens=300, temperature=0.7, batch_size=2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 135M model on a busy CPU: one thread avoids OpenMP spin contention
@@ -220,5 +228,6 @@ def test_embedded_smollm2_emits_parseable_questions_under_the_grammar(embedded_m
         if res.finish_reason == "stop":
             obj = json.loads(res.text)
             assert set(obj) == {"question", "options", "answer", "rationale"} and len(obj["options"]) == 4
-            assert obj["answer"] in "ABCD" and all(1 <= len(o) <= 60 for o in obj["options"])
+            assert obj["answer"] in "ABCD" and all(2 <= len(o) <= 60 for o in obj["options"])
+            assert obj["question"][0].isupper() and obj["question"].endswith("?")  # text_patterns, grammar-held
     assert any(r.finish_reason == "stop" for r in raw)

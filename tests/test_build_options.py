@@ -111,6 +111,41 @@ def test_without_llm_short_questions_are_dropped():
     assert len(kept) == 1 and kept[0]["options"]["E"] == "" and kept[0]["options"]["D"]  # 4 options, empty tail
 
 
+def _labelled(name: str, label: str, options: list[str]) -> dict:
+    return {**_row(name, options), "field_labels": [label]}
+
+
+def test_pool_distractors_fill_from_other_questions_same_label_first():
+    rows = [_labelled("a", "Ecology", ["sun", "rain", "wind"])]
+    rows += [_labelled(f"eco{i}", "Ecology", [f"eco {i}.{j}" for j in range(4)]) for i in range(2)]
+    rows += [_labelled(f"phy{i}", "Optics", [f"phy {i}.{j}" for j in range(4)]) for i in range(3)]
+    cfg = OptionsConfig(distractor_source="pool")
+    kept, drops, _ = complete_options(rows, None, cfg)  # no LLM client at all
+    assert drops == {} and len(kept) == len(rows)
+    first = next(r for r in kept if "[a]" in r["question"])
+    opts = options_list(first["options"])
+    assert len(opts) == 10 and len({o.lower() for o in opts}) == 10 and first["options"][first["answer"]] == "sun"
+    assert sum(o.startswith("eco ") for o in opts) == 7  # 8 same-label options exist; 7 are needed
+    # deterministic: the order of the questions does not change what a question draws
+    again, _, _ = complete_options(rows[::-1], None, cfg)
+    assert sorted(json.dumps(r, sort_keys=True) for r in kept) == sorted(json.dumps(r, sort_keys=True) for r in again)
+    # too small a pool is a counted drop, not a short question
+    kept, drops, _ = complete_options(rows[:2], None, cfg)
+    assert kept == [] and drops == {"not_enough_distractors": 2}
+
+
+def test_llm_then_pool_fills_what_the_llm_could_not(llm):
+    client, handler, _ = llm
+    rows = [_labelled("garbage", "Ecology", list(BASE))]
+    rows.append(_labelled("fill", "Ecology", list(BASE[:2]) + ["own 0"]))
+    kept, drops, _ = complete_options(rows, client, OptionsConfig(distractor_source="llm_then_pool", max_attempts=1))
+    assert drops == {}
+    garbage = next(r for r in kept if "[garbage]" in r["question"])
+    pooled = set(options_list(garbage["options"])) - set(BASE)
+    assert pooled and all(o.startswith(("distractor fill", "own ")) for o in pooled)
+    assert handler.calls["garbage"] == 1 and handler.calls["fill"] == 1  # one LLM try each, then the pool
+
+
 def test_shuffle_depends_only_on_seed_and_question():
     opts = [f"o{i}" for i in range(10)]
     a = shuffle_options("Why?  Because.", opts, 0, seed=0)

@@ -228,6 +228,32 @@ def test_transformers_structured_json_and_choices(tiny_cfg):
     assert all(r.text in choices for r in res)
 
 
+@pytest.mark.parametrize("temperature", [0.9, 0.0])
+def test_transformers_letter_votes_one_forward_pass_equal_constrained_generate(tiny_cfg, monkeypatch, temperature):
+    """The voters' fast path (one forward per distinct prompt) picks what grammar-constrained generate() picks."""
+    from wildsci.llm.backends import TransformersClient
+
+    cfg = BackendConfig(**{**tiny_cfg.__dict__, "temperature": temperature})
+    letters = list("ABCDEFGHIJ")
+    # three prompts of different lengths (left padding), eight votes each, one prompt also free-form
+    reqs = [ChatRequest(_msgs(i) * (i + 1), choices=letters, sample_index=k) for i in range(3) for k in range(8)]
+    reqs.append(ChatRequest(_msgs(0)))
+    calls = []
+    fast_client = make_client(cfg, None)
+    real_generate = TransformersClient._generate
+    monkeypatch.setattr(
+        TransformersClient, "_generate", lambda self, p, k, g: calls.append(len(p)) or real_generate(self, p, k, g)
+    )
+    fast = fast_client.chat(reqs)
+    assert calls == [1]  # only the free-form request went through generate()
+    monkeypatch.setattr(TransformersClient, "_letter_choice_ids", lambda self, req: None)
+    slow = make_client(cfg, None).chat(reqs)
+    assert [r.text for r in fast] == [r.text for r in slow]
+    assert all(r.text in letters and r.finish_reason == "stop" for r in fast[:-1])
+    if temperature > 0:
+        assert len({r.text for r in fast[:8]}) > 1  # eight seeded samples of one distribution, not one answer
+
+
 def test_transformers_greedy_and_too_long_prompt(tiny_cfg):
     cfg = BackendConfig(**{**tiny_cfg.__dict__, "temperature": 0.0})
     client = make_client(cfg, None)

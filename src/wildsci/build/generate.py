@@ -90,6 +90,9 @@ EXAMPLE = {
     "later and the partnership re-establishes sooner.",
 }
 
+#: longest string a ``text_patterns`` regex allows (xgrammar 0.2.8: a bounded repeat above ~128 fails to compile)
+PATTERN_MAX_CHARS = 128
+
 _REFERS = re.compile(
     r"\b(?:(?:this|the|that)\s+(?:paper|study|article|excerpt|passage|manuscript|text)|the\s+authors?)\b", re.I
 )
@@ -124,6 +127,18 @@ class GenerateConfig:
     )
     max_option_chars: int | None = field(
         default=300, metadata={"help": "maxLength of each option string in the JSON schema (null: no limit)"}
+    )
+    max_rationale_chars: int | None = field(
+        default=1000, metadata={"help": "maxLength of the rationale string in the JSON schema (null: no limit)"}
+    )
+    text_patterns: bool = field(
+        default=False,
+        metadata={
+            "help": "hold strings to regex patterns as well: the question starts with a capital and ends with '?', "
+            "each option starts with a letter, digit or '(' and has 2+ characters. Stops small generators from "
+            "writing statements instead of questions and bare letters instead of options. Lengths are then "
+            "capped at 128 characters (xgrammar 0.2.8 fails to compile longer bounded repeats)"
+        },
     )
     few_shot: bool = field(
         default=True,
@@ -165,6 +180,12 @@ def question_schema(cfg: GenerateConfig) -> dict[str, Any]:
         return {"type": "string", "minLength": min_len, "maxLength": max_len}
 
     options: dict[str, Any] = {"type": "array", "items": text(1, cfg.max_option_chars)}
+    question = text(10, cfg.max_question_chars)
+    if cfg.text_patterns:
+        q_max = min(cfg.max_question_chars or PATTERN_MAX_CHARS, PATTERN_MAX_CHARS)
+        o_max = min(cfg.max_option_chars or PATTERN_MAX_CHARS, PATTERN_MAX_CHARS)
+        question = {"type": "string", "pattern": f'^[A-Z][^"\\\\]{{8,{q_max - 2}}}\\?$'}
+        options["items"] = {"type": "string", "pattern": f'^[A-Za-z0-9(][^"\\\\]{{1,{o_max - 1}}}$'}
     n_letters = cfg.max_options
     if cfg.constrain_option_count:
         options.update(minItems=cfg.num_options, maxItems=cfg.num_options)
@@ -172,10 +193,10 @@ def question_schema(cfg: GenerateConfig) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "question": text(10, cfg.max_question_chars),
+            "question": question,
             "options": options,
             "answer": {"type": "string", "enum": list(LETTERS[:n_letters])},
-            "rationale": text(1, cfg.max_question_chars),
+            "rationale": text(1, cfg.max_rationale_chars),
         },
         "required": ["question", "options", "answer", "rationale"],
         "additionalProperties": False,

@@ -49,6 +49,9 @@ DISTRACTOR_PROMPT = "\n".join(
 )
 
 
+DISTRACTOR_SOURCES = ("llm", "pool", "llm_then_pool")
+
+
 @dataclass
 class OptionsConfig:
     """Option count, distractor generation and the shuffle seed."""
@@ -65,12 +68,25 @@ class OptionsConfig:
     max_attempts: int = field(
         default=2, metadata={"help": "distractor requests per question (distinct samples) before it is dropped"}
     )
+    distractor_source: str = field(
+        default="llm",
+        metadata={
+            "help": "where missing wrong options come from: llm (written for the question), pool (options of other "
+            "questions of this build, same field labels first; no LLM call, always distinct, but off-topic "
+            "options make a question easier and depend on which questions the build holds, so a sharded build "
+            "draws from each shard's own questions), or llm_then_pool (pool fills what the LLM could not)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 2 <= self.num_options <= len(LETTERS):
             raise ValueError(f"num_options must be between 2 and {len(LETTERS)}, got {self.num_options}")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.distractor_source not in DISTRACTOR_SOURCES:
+            raise ValueError(
+                f"distractor_source must be one of {', '.join(DISTRACTOR_SOURCES)}, got {self.distractor_source!r}"
+            )
 
 
 def _norm(s: str) -> str:
@@ -127,6 +143,37 @@ def _new_distractors(text: str, existing: list[str]) -> list[str]:
     return out
 
 
+def fill_from_pool(row: dict, opts: list[str], work: list[tuple[dict, list[str]]], cfg: OptionsConfig) -> list[str]:
+    """Top ``opts`` up with options of *other* questions: same first field label first, then any, seeded order.
+
+    The order depends only on ``(seed, question)`` and the set of questions (not their order in ``work``),
+    so a resumed build draws the same distractors.
+    """
+    need = cfg.num_options - len(opts)
+    if need <= 0:
+        return opts
+    label = (row.get("field_labels") or [""])[0]
+    seen = {_norm(o) for o in opts}
+    same, other = set(), set()
+    for other_row, other_opts in work:
+        if other_row is row or _norm(other_row["question"]) == _norm(row["question"]):
+            continue
+        bucket = same if (other_row.get("field_labels") or [""])[0] == label else other
+        bucket.update(o for o in other_opts if _norm(o) not in seen)
+    rng = random.Random(f"pool\x00{cfg.seed}\x00{' '.join(row['question'].split())}")
+    picked: list[str] = []
+    for bucket in (same, other):
+        candidates = sorted(bucket)
+        rng.shuffle(candidates)
+        for c in candidates:
+            if len(picked) == need:
+                break
+            if _norm(c) not in seen:
+                seen.add(_norm(c))
+                picked.append(c)
+    return opts + picked
+
+
 def complete_options(
     questions: list[dict], client: LLMClient | None, cfg: OptionsConfig
 ) -> tuple[list[dict], dict[str, int], dict[str, int]]:
@@ -137,6 +184,8 @@ def complete_options(
     distribution of the kept rows.
     """
     drops: Counter[str] = Counter()
+    use_llm = cfg.distractor_source != "pool" and client is not None
+    use_pool = cfg.distractor_source != "llm"
     work: list[tuple[dict, list[str]]] = []
     for row in questions:
         opts = row.get("options")
@@ -154,13 +203,13 @@ def complete_options(
             drops["duplicate_options"] += 1
         elif len(opts) > cfg.num_options:
             drops["too_many_options"] += 1
-        elif len(opts) < cfg.num_options and not (cfg.generate_distractors and client is not None):
+        elif len(opts) < cfg.num_options and not (cfg.generate_distractors and (client is not None or use_pool)):
             drops["too_few_options"] += 1
         else:
             work.append((row, opts))
 
     errors = Counter()
-    for attempt in range(cfg.max_attempts):
+    for attempt in range(cfg.max_attempts if use_llm else 0):
         short = [i for i, (_, opts) in enumerate(work) if len(opts) < cfg.num_options]
         if not short:
             break
@@ -176,11 +225,14 @@ def complete_options(
             need = cfg.num_options - len(opts)
             work[i] = (row, opts + _new_distractors(res.text, opts)[:need])
 
+    if use_pool and cfg.generate_distractors:
+        work = [(row, fill_from_pool(row, opts, work, cfg)) for row, opts in work]
+
     out: list[dict] = []
     letters: Counter[str] = Counter()
     for i, (row, opts) in enumerate(work):
         if len(opts) < cfg.num_options:
-            drops["llm_error" if errors[i] == cfg.max_attempts else "not_enough_distractors"] += 1
+            drops["llm_error" if use_llm and errors[i] == cfg.max_attempts else "not_enough_distractors"] += 1
             continue
         shuffled, new_idx = shuffle_options(row["question"], opts, row["answer_index"], cfg.seed)
         new = {k: v for k, v in row.items() if k != "answer_index"}
