@@ -14,11 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from wildsci.answers import LETTERS
+from wildsci.llm.loopback import LoopbackServer, Reply
 
 
 def _h(*parts: object) -> int:
@@ -26,72 +24,31 @@ def _h(*parts: object) -> int:
 
 
 class FakeLLM:
-    """``with FakeLLM(delay_s=0.0) as llm: ... llm.base_url, llm.requests``."""
+    """``with FakeLLM(delay_s=0.0) as llm: ... llm.base_url, llm.requests``: scripted answers, loopback server."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
-        self.requests = 0
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                with fake.lock:
-                    fake.requests += 1
-                if fake.delay_s:
-                    time.sleep(fake.delay_s)
-                status, text, finish = fake.answer(body)
-                if status != 200:
-                    payload = json.dumps({"error": {"message": "fake failure", "type": "server_error"}}).encode()
-                else:
-                    payload = json.dumps(
-                        {
-                            "id": "fake",
-                            "object": "chat.completion",
-                            "created": 0,
-                            "model": body.get("model", "fake"),
-                            "choices": [
-                                {
-                                    "index": 0,
-                                    "message": {"role": "assistant", "content": text},
-                                    "finish_reason": finish,
-                                }
-                            ],
-                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                        }
-                    ).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request, client_address) -> None:  # a killed client: not an error here
-                pass
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._server = LoopbackServer(self._reply, record=False)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return self._server.url
+
+    @property
+    def requests(self) -> int:
+        """Requests received so far."""
+        return self._server.hits
 
     def __enter__(self) -> FakeLLM:
-        self.thread.start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._server.stop()
+
+    def _reply(self, body: dict, n: int) -> Reply:
+        status, text, finish = self.answer(body)
+        return Reply(text if status == 200 else None, status=status, finish_reason=finish, delay_s=self.delay_s)
 
     # ------------------------------------------------------------------------------------ answers
     def answer(self, body: dict) -> tuple[int, str, str]:
