@@ -229,11 +229,13 @@ def main() -> None:
         print(f"base evaluation: {time.time() - t:.0f}s")
 
     policy = work / "grpo"
+    threads = os.environ.get("OMP_NUM_THREADS") or str(len(os.sched_getaffinity(0)))
+    launch = ["--num_processes", "1", "--num_cpu_threads_per_process", threads]  # accelerate's CPU default is 1
     train_cmd = [
         *(
-            [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "1"]
+            [str(Path(sys.executable).parent / "accelerate"), "launch", *launch]
             if (Path(sys.executable).parent / "accelerate").is_file()
-            else [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
+            else [sys.executable, "-m", "accelerate.commands.launch", *launch]
         ),
         "-m", "wildsci.grpo", "--config", args.recipe, "--dataset_name", str(data), "--output_dir", str(policy),
         *extra,

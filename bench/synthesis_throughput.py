@@ -44,8 +44,45 @@ from wildsci.llm import BackendConfig, CallCache, ChatRequest, make_client  # no
 CONCURRENCY = (1, 8, 32)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_transformers_serve() -> tuple[subprocess.Popen, int]:
+    """``transformers serve`` with the embedded SmolLM2 (a real OpenAI-compatible server), CPU, offline."""
+    from wildsci.models import resolve_model
+
+    port = free_port()
+    exe = Path(sys.executable).with_name("transformers")
+    proc = subprocess.Popen(
+        [str(exe), "serve", resolve_model(SERVE_MODEL), "--port", str(port), "--device", "cpu", "--dtype", "float32"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(1200):  # the model loads at start-up (FORCE_MODEL): wait for /health
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("transformers serve did not start (is `transformers[serving]` installed?)")
+
+
 def start_server(profile: str) -> tuple[subprocess.Popen, int]:
-    """The loopback server in a child process; returns (process, port)."""
+    """The loopback server (or transformers serve) in a child process; returns (process, port)."""
+    if profile == "transformers-serve":
+        return start_transformers_serve()
     port_file = Path(tempfile.mkdtemp()) / "port"
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVER_MAIN, str(port_file), profile],
@@ -74,25 +111,30 @@ srv._httpd.serve_forever(poll_interval=0.05)
 """
 
 
-def request_body(i: int) -> bytes:
+#: the real-server profile: the embedded model answering short completions (a vote-sized answer)
+SERVE_MODEL = "embedded:smollm2-135m-instruct"
+SERVE_MAX_TOKENS = 8
+
+
+def request_body(i: int, model: str = "bench", max_tokens: int = 512) -> bytes:
     """What the build's client sends for one call (model, messages, sampling, seed)."""
     return json.dumps(
         {
-            "model": "bench",
+            "model": model,
             "messages": [{"role": "user", "content": f"Question {i}: why is the sky blue?"}],
             "temperature": 0.7,
             "top_p": 1.0,
-            "max_tokens": 512,
+            "max_tokens": max_tokens,
             "seed": i,
         }
     ).encode()
 
 
-def raw_load(port: int, concurrency: int, n: int) -> float:
+def raw_load(port: int, concurrency: int, n: int, model: str = "bench", max_tokens: int = 512) -> float:
     """Requests per second of a minimal keep-alive HTTP load generator (the server's own maximum)."""
     counter = iter(range(n))
     lock = threading.Lock()
-    bodies = [request_body(i) for i in range(n)]
+    bodies = [request_body(i, model, max_tokens) for i in range(n)]
     errors = []
 
     def worker() -> None:
@@ -121,12 +163,20 @@ def raw_load(port: int, concurrency: int, n: int) -> float:
     return n / dt
 
 
-def build_client_load(port: int, concurrency: int, n: int, with_cache: bool = True) -> float:
+def build_client_load(
+    port: int, concurrency: int, n: int, with_cache: bool = True, model: str = "bench", max_tokens: int = 512
+) -> float:
     """Requests per second of the build's own client (cache misses, so every call goes to the server)."""
     with tempfile.TemporaryDirectory() as d:
         cache = CallCache(Path(d) / "calls.sqlite") if with_cache else None
         cfg = BackendConfig(
-            backend="openai", model="bench", base_url=f"http://127.0.0.1:{port}/v1", concurrency=concurrency
+            backend="openai",
+            model=model,
+            base_url=f"http://127.0.0.1:{port}/v1",
+            concurrency=concurrency,
+            max_new_tokens=max_tokens,
+            temperature=0.7,
+            structured=False,
         )
         client = make_client(cfg, cache)
         reqs = [ChatRequest([{"role": "user", "content": f"Question {i}: why is the sky blue?"}]) for i in range(n)]
@@ -143,14 +193,24 @@ def build_client_load(port: int, concurrency: int, n: int, with_cache: bool = Tr
 
 def measure(profile: str, sizes: dict[int, int], repeats: int) -> list[list]:
     proc, port = start_server(profile)
+    kw: dict = {}
+    if profile == "transformers-serve":
+        from wildsci.models import resolve_model
+
+        kw = {"model": resolve_model(SERVE_MODEL), "max_tokens": SERVE_MAX_TOKENS}
     rows = []
     try:
-        raw_load(port, 4, 200)  # warm-up
+        raw_load(port, 4, 8 if kw else 200, **kw)  # warm-up
         for c in CONCURRENCY:
             n = sizes[c]
-            raw = max(raw_load(port, c, n) for _ in range(repeats))
-            build = max(build_client_load(port, c, n) for _ in range(repeats))
-            name = "instant" if profile == "instant" else f"{float(profile.split(':')[1]) * 1000:.0f} ms"
+            raw = max(raw_load(port, c, n, **kw) for _ in range(repeats))
+            build = max(build_client_load(port, c, n, **kw) for _ in range(repeats))
+            if profile == "instant":
+                name = "instant"
+            elif kw:
+                name = f"transformers serve (SmolLM2-135M, CPU, {SERVE_MAX_TOKENS} tokens)"
+            else:
+                name = f"{float(profile.split(':')[1]) * 1000:.0f} ms"
             rows.append([name, c, n, f"{raw:,.1f}", f"{build:,.1f}", f"{100 * build / raw:.1f} %"])
             print(f"{profile:14s} c={c:<3d} n={n:<5d} server max {raw:8.0f} req/s   build {build:8.0f} req/s   "
                   f"{100 * build / raw:5.1f} %", flush=True)  # fmt: skip
@@ -173,10 +233,13 @@ def main() -> None:
     )
     ap.add_argument("--repeats", type=int, default=2, help="runs per cell; the best is reported")
     ap.add_argument("--no-write", action="store_true", help="print only; do not touch bench/RESULTS.md")
+    ap.add_argument("--no-serve", action="store_true", help="skip the `transformers serve` (embedded model) profile")
     args = ap.parse_args()
     scale = 0.25 if args.quick else 1.0
     instant = {c: int(n * scale) for c, n in {1: 1000, 8: 2000, 32: 2000}.items()}
     rows = measure("instant", instant, args.repeats)
+    if not args.no_serve:
+        rows += measure("transformers-serve", {c: max(16, int(2 * c * scale * 4)) for c in CONCURRENCY}, args.repeats)
     for ms in args.latency_ms:
         lat = ms / 1000
         sizes = {c: max(10, int(c / lat * 10 * scale)) for c in CONCURRENCY}  # ~10 s per cell: small tail effects

@@ -185,10 +185,12 @@ def write_recipe(tmp: Path, base_url: str, data_dir: Path | None = None, **extra
     return path
 
 
-def wildsci(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def wildsci(
+    *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 300
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
     proc = subprocess.run(
-        [sys.executable, "-m", "wildsci.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+        [sys.executable, "-m", "wildsci.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
     )
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -432,13 +434,9 @@ def test_shipped_recipes_check_and_dry_run(repo_root):
     assert "builtin:demo" in demo.stdout and " 26 " in demo.stdout
 
 
-@pytest.mark.heavy
-def test_demo_recipe_builds_with_the_embedded_model(embedded_model, repo_root, tmp_path):
-    """The shipped demo recipe, real SmolLM2-135M on CPU (3 of its 26 passages): a schema-valid Hub-layout dataset."""
+def _embedded_build_is_valid(out: Path, proc: subprocess.CompletedProcess) -> dict:
     from datasets import load_dataset
 
-    out = tmp_path / "demo"
-    proc = wildsci("build", "recipes/data/demo.yaml", "--output-dir", str(out), "--max_papers", "3", cwd=repo_root)
     report = json.loads((out / "build_report.json").read_text())
     assert report["llm_calls"]["made"] > 0 and "generate" in proc.stderr
     ds = load_dataset(str(out))
@@ -447,4 +445,47 @@ def test_demo_recipe_builds_with_the_embedded_model(embedded_model, repo_root, t
         for row in split:
             assert validate_row(row) == [], row
             assert row["generator_model"] == "embedded:smollm2-135m-instruct"
+            assert row["question"].endswith("?") and len({o for o in row["options"].values() if o}) == 10
     assert (out / "README.md").read_text().startswith("---\n")
+    for st in report["stages"][2:]:
+        assert st["in"] - sum(st["drops"].values()) == st["out"], st  # every row accounted for
+    return report
+
+
+@pytest.mark.slow
+def test_demo_recipe_builds_with_the_embedded_model(embedded_model, repo_root, tmp_path):
+    """The shipped demo recipe, real SmolLM2-135M on CPU (8 of its 26 passages): a schema-valid Hub-layout dataset."""
+    out = tmp_path / "demo"
+    proc = wildsci(
+        "build", "recipes/data/demo.yaml", "--output-dir", str(out), "--max_papers", "8", cwd=repo_root, timeout=900
+    )
+    report = _embedded_build_is_valid(out, proc)
+    gen = next(st for st in report["stages"] if st["name"] == "generate")
+    assert gen["in"] == 16 and gen["out"] >= 6, gen  # measured: ~75% of 4-option questions are valid
+
+
+@pytest.mark.slow
+def test_abstracts_dev_recipe_builds_from_real_abstracts(embedded_model, repo_root, shared_data, tmp_path):
+    """The real-abstracts recipe (dev split only), 12 papers: valid rows, decontaminated against real benchmarks."""
+    out = tmp_path / "abstracts"
+    proc = wildsci(
+        "build",
+        "recipes/data/abstracts_dev.yaml",
+        "--output-dir",
+        str(out),
+        "--max_papers",
+        "12",
+        cwd=repo_root,
+        timeout=900,
+    )
+    report = _embedded_build_is_valid(out, proc)
+    assert set(report["decontamination"]) >= {"mmlu_pro", "arc_challenge", "sciq", "scieval"}
+    dev_ids = {
+        json.loads(line)["id"]
+        for line in (shared_data / "papers" / "abstracts_permissive.jsonl").open()
+        if json.loads(line)["split"] == "dev"
+    }
+    from datasets import load_dataset
+
+    ds = load_dataset(str(out))
+    assert {p for d in ds.values() for p in d["paper_id"]} <= dev_ids  # the heldout abstracts are never read

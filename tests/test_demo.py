@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shlex
 
 import pytest
@@ -96,7 +97,8 @@ def test_commands_are_the_documented_ones(tmp_path):
     build, grpo, ev, report = (shlex.join(s.shown) for s in demo.plan(run))
     assert build == f"wildsci build recipes/data/demo.yaml --output-dir {run}/dataset"
     assert grpo == (
-        f"accelerate launch --num_processes 1 -m wildsci.grpo --config recipes/grpo/demo_cpu.yaml "
+        f"accelerate launch --num_processes 1 --num_cpu_threads_per_process {len(os.sched_getaffinity(0))} "
+        f"-m wildsci.grpo --config recipes/grpo/demo_cpu.yaml "
         f"--output_dir {run}/grpo --dataset_name {run}/dataset"
     )
     assert ev == (

@@ -113,6 +113,7 @@ def test_train_with_accelerate_launch_then_resume(tmp_path, tiny_model, monkeypa
     assert all(any("cut off" in w for w in r["warnings"]) for r in recs)
     assert "WILDSCI WARNING" in run.stderr
 
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4  # the final save's step
     card = (out / "README.md").read_text()
     for needle in ("## Recipe", "shaping_reward:letter_density", "## Final metrics", "git SHA", '"trl"', "## Dataset"):
         assert needle in card

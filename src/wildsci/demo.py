@@ -38,14 +38,15 @@ RECIPES = {
 }
 #: ``--small`` (the test suite's chain): every stage shrunk through its ordinary command-line overrides.
 SMALL = {
-    # 3 of the 26 built-in passages, one question each, labelled from the passages' own field labels (no LLM call)
-    "build": ["--max_papers", "3", "--generate.questions_per_chunk", "1", "--label.use_llm", "false"],
+    # 8 of the 26 built-in passages, one question each (one generation batch); enough questions for the pool
+    # distractors to bring each to 10 options; labelled from the passages' own field labels (no LLM call)
+    "build": ["--max_papers", "8", "--generate.questions_per_chunk", "1", "--label.use_llm", "false"],
     # 2 steps of 1 question x 4 rollouts of 32 tokens; no checkpoints, so eval compares base vs the final save
     "grpo": [
         "--max_steps", "2", "--num_generations", "4", "--per_device_train_batch_size", "4",
         "--max_completion_length", "32", "--save_strategy", "no",
     ],
-    # the WildSci task only (no benchmark files needed), on the train split: a 3-passage build may hold out nothing
+    # the WildSci task only (no benchmark files needed), on the train split: an 8-passage build may hold out nothing
     "eval": ["--tasks", "[wildsci]", "--splits.wildsci", "train", "--max_samples", "4", "--max_new_tokens", "32"],
 }  # fmt: skip
 #: children run offline unless the caller says otherwise (the demo's promise: nothing reaches the Hub)
@@ -91,8 +92,12 @@ def plan(run_dir: str | Path = "runs/demo", small: bool = False) -> list[Stage]:
     accelerate = _script("accelerate", "accelerate.commands.launch")
 
     build = ["build", RECIPES["build"], "--output-dir", str(ds), *extra["build"]]
+    # accelerate launch gives a single process ONE OpenMP thread unless told otherwise (its multi-process CPU
+    # default): on CPU the demo's GRPO then runs ~2x slower on 2 cores. Give the one process every core.
+    threads = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     train = [
-        "launch", "--num_processes", "1", "-m", "wildsci.grpo", "--config", RECIPES["grpo"],
+        "launch", "--num_processes", "1", "--num_cpu_threads_per_process", threads, "-m", "wildsci.grpo",
+        "--config", RECIPES["grpo"],
         "--output_dir", str(grpo), "--dataset_name", str(ds), *extra["grpo"],
     ]  # fmt: skip
     evaluate = [

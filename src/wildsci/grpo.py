@@ -607,6 +607,9 @@ def run(argv: list[str]) -> dict[str, Any]:
         log.info("resuming from %s (global step %s)", resume, step)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out))
+    if trainer.accelerator.is_main_process:
+        # the final save's step (global_step): `wildsci eval` then knows it equals the last checkpoint
+        trainer.state.save_to_json(str(Path(out) / "trainer_state.json"))
 
     final = {
         **final_summary(read_metrics(callback.path)),
