@@ -254,6 +254,35 @@ def test_transformers_letter_votes_one_forward_pass_equal_constrained_generate(t
         assert len({r.text for r in fast[:8]}) > 1  # eight seeded samples of one distribution, not one answer
 
 
+@pytest.mark.parametrize("temperature", [0.9, 0.0])
+def test_transformers_shared_prompt_prefix_is_computed_once_and_changes_nothing(tiny_cfg, monkeypatch, temperature):
+    """The generator's batches share a long system prompt + example: run once, copied; same answers as without."""
+    from wildsci.llm.backends import TransformersClient
+
+    cfg = BackendConfig(**{**tiny_cfg.__dict__, "temperature": temperature, "max_new_tokens": 16, "batch_size": 8})
+    system = "You write rigorous exam questions about cells, stars and alloys. " * 6
+    reqs = [
+        ChatRequest([{"role": "system", "content": system}, {"role": "user", "content": "passage " * (1 + 3 * i)}])
+        for i in range(5)
+    ]
+    seen = []
+    real = TransformersClient._encode_with_shared_prefix
+
+    def spy(self, prompts):
+        enc, cache = real(self, prompts)
+        seen.append(None if cache is None else cache.get_seq_length())
+        return enc, cache
+
+    monkeypatch.setattr(TransformersClient, "_encode_with_shared_prefix", spy)
+    shared = make_client(cfg, None).chat(reqs)
+    assert seen and all(n is not None and n >= TransformersClient.MIN_SHARED_PREFIX for n in seen)
+    monkeypatch.setattr(TransformersClient, "MIN_SHARED_PREFIX", 10**9)
+    plain = make_client(cfg, None).chat(reqs)
+    assert seen[-1] is None  # the second client padded every prompt in full
+    assert [r.text for r in shared] == [r.text for r in plain]
+    assert [r.finish_reason for r in shared] == [r.finish_reason for r in plain]
+
+
 def test_transformers_greedy_and_too_long_prompt(tiny_cfg):
     cfg = BackendConfig(**{**tiny_cfg.__dict__, "temperature": 0.0})
     client = make_client(cfg, None)

@@ -493,12 +493,45 @@ class TransformersClient(_CachedClient):
     def _too_long(self, n: int) -> bool:
         return self._max_positions is not None and n + self.config.max_new_tokens > self._max_positions
 
+    #: shortest common token prefix worth computing once per batch (below it the saving is noise)
+    MIN_SHARED_PREFIX = 32
+
+    def _encode_with_shared_prefix(self, prompts: list[str]) -> tuple[dict, Any]:
+        """Token ids for ``generate()``, plus a KV cache of the prefix every prompt of the batch shares.
+
+        Why: the generator's prompts repeat the same system prompt, worked example and instructions (~80 % of their
+        tokens); the prefix is run once and copied across the batch instead of once per row. Layout per row:
+        ``[shared prefix][left pads][own suffix]``, pads masked out; ``generate()`` derives positions from the
+        mask, so each row sees exactly its own prompt at positions 0..n-1, as with plain left padding.
+        Returns ``(inputs, None)`` (plain left padding) when the batch shares no prefix worth caching.
+        """
+        import torch
+
+        tok = self._tok
+        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        n = min(len(x) for x in ids) - 1  # every row keeps at least one token of its own to prefill
+        shared = 0
+        while shared < n and all(x[shared] == ids[0][shared] for x in ids[1:]):
+            shared += 1
+        if len(prompts) < 2 or shared < self.MIN_SHARED_PREFIX:
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
+            return dict(enc), None
+        width = max(len(x) for x in ids) - shared
+        pad = tok.pad_token_id
+        rows = [x[:shared] + [pad] * (width - (len(x) - shared)) + x[shared:] for x in ids]
+        mask = [[1] * shared + [0] * (width - (len(x) - shared)) + [1] * (len(x) - shared) for x in ids]
+        input_ids = torch.tensor(rows, device=self._device)
+        with torch.inference_mode():
+            cache = self._model(input_ids=input_ids[:1, :shared], use_cache=True).cache
+        cache.batch_repeat_interleave(len(prompts))
+        return {"input_ids": input_ids, "attention_mask": torch.tensor(mask, device=self._device)}, cache
+
     def _generate(self, prompts: list[str], keys: list[str], grammar) -> list[ChatResult]:
         import torch
         from transformers import LogitsProcessorList
 
         cfg, tok = self.config, self._tok
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
+        enc, prefix_cache = self._encode_with_shared_prefix(prompts)
         procs = []
         if grammar is not None:
             import xgrammar as xgr
@@ -510,6 +543,7 @@ class TransformersClient(_CachedClient):
             with torch.inference_mode():
                 out = self._model.generate(
                     **enc,
+                    cache=prefix_cache,
                     max_new_tokens=cfg.max_new_tokens,
                     do_sample=False,
                     temperature=None,
