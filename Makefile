@@ -13,7 +13,7 @@ STAMP := $(VENV)/.wildsci-installed
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install demo demo-plan test test-fast test-heavy lint bench bench-gpu bench-quality browser clean lock
+.PHONY: help install demo demo-plan test test-fast lint bench bench-gpu bench-quality browser clean lock
 
 help:
 	@echo "make demo   - the whole WildSci chain offline on CPU with the embedded SmolLM2 (report in runs/demo)"
@@ -52,15 +52,12 @@ demo-plan: $(STAMP)
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/wildsci recipes check 'recipes/**/*.yaml'
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not heavy"
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not browser and not heavy"
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not browser"
 
 # the embedded-model builds and the small demo chain: 5-20 minutes on 2 CPU cores
-test-heavy: $(STAMP)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -m heavy
-
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

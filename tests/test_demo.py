@@ -151,7 +151,7 @@ def test_failing_stage_stops_with_one_line_and_is_recorded(tmp_path, capfd, monk
     assert [s["name"] for s in state["stages"]] == ["build"]  # nothing after a failed stage ran
 
 
-@pytest.mark.heavy
+@pytest.mark.slow
 def test_small_demo_chain_end_to_end_then_reused(tmp_path, capfd, embedded_model):
     _require_chain()
     run = tmp_path / "demo"
