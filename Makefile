@@ -65,6 +65,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/nonllm_stages.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/synthesis_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/local_generation.py
 
 bench-gpu: $(STAMP)
 	$(BIN)/python bench/grpo_throughput.py
