@@ -25,11 +25,13 @@ import json
 import math
 import os
 import random
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,6 +214,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=96, help="evaluation budget (larger than training's)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--skip-train", action="store_true", help="evaluate an existing <work>/grpo")
+    ap.add_argument("--tag", default="", help="write the results to their own RESULTS.md section (grpo_quality_TAG)")
     ap.add_argument(
         "--resplit",
         action="store_true",
@@ -321,9 +324,13 @@ def main() -> None:
             f"{mean('completion_length', recs[-k:]):.0f} tokens, clipped ratio "
             f"{mean('clipped_ratio', recs[:k]):.2f} -> {mean('clipped_ratio', recs[-k:]):.2f}."
         )
-        warns = sorted({w.split(": ", 1)[1] for r in recs for w in r.get("warnings", [])})
-        if warns:
-            dyn += "\n\nGuard warnings raised: " + "; ".join(warns)
+        kinds = Counter(
+            re.sub(r"\d+ logged steps", "N logged steps", w.split(": ", 1)[1])
+            for r in recs
+            for w in r.get("warnings", [])
+        )
+        if kinds:
+            dyn += "\n\nGuard warnings raised: " + "; ".join(f"{w} ({n} steps)" for w, n in sorted(kinds.items()))
     body = (
         f"Data: {data_desc}. Held-out answers are greedy, at most {args.max_new_tokens} new tokens, shared prompt "
         f"format and parser. Training: `{shlex.join(train_cmd)}`"
@@ -334,7 +341,9 @@ def main() -> None:
     print(body)
     if not args.no_write:
         cmd = "python bench/grpo_quality.py " + shlex.join(sys.argv[1:])
-        write_section("grpo_quality", "GRPO quality on CPU (SmolLM2-135M-Instruct, demo_cpu recipe)", cmd, body)
+        name = "grpo_quality" + (f"_{args.tag}" if args.tag else "")
+        title = "GRPO quality on CPU (SmolLM2-135M-Instruct, demo_cpu recipe)" + (f", {args.tag}" if args.tag else "")
+        write_section(name, title, cmd, body)
 
 
 if __name__ == "__main__":
