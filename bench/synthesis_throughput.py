@@ -116,13 +116,13 @@ SERVE_MODEL = "embedded:smollm2-135m-instruct"
 SERVE_MAX_TOKENS = 8
 
 
-def request_body(i: int, model: str = "bench", max_tokens: int = 512) -> bytes:
+def request_body(i: int, model: str = "bench", max_tokens: int = 512, temperature: float = 0.7) -> bytes:
     """What the build's client sends for one call (model, messages, sampling, seed)."""
     return json.dumps(
         {
             "model": model,
             "messages": [{"role": "user", "content": f"Question {i}: why is the sky blue?"}],
-            "temperature": 0.7,
+            "temperature": temperature,
             "top_p": 1.0,
             "max_tokens": max_tokens,
             "seed": i,
@@ -130,11 +130,13 @@ def request_body(i: int, model: str = "bench", max_tokens: int = 512) -> bytes:
     ).encode()
 
 
-def raw_load(port: int, concurrency: int, n: int, model: str = "bench", max_tokens: int = 512) -> float:
+def raw_load(
+    port: int, concurrency: int, n: int, model: str = "bench", max_tokens: int = 512, temperature: float = 0.7
+) -> float:
     """Requests per second of a minimal keep-alive HTTP load generator (the server's own maximum)."""
     counter = iter(range(n))
     lock = threading.Lock()
-    bodies = [request_body(i, model, max_tokens) for i in range(n)]
+    bodies = [request_body(i, model, max_tokens, temperature) for i in range(n)]
     errors = []
 
     def worker() -> None:
@@ -164,7 +166,13 @@ def raw_load(port: int, concurrency: int, n: int, model: str = "bench", max_toke
 
 
 def build_client_load(
-    port: int, concurrency: int, n: int, with_cache: bool = True, model: str = "bench", max_tokens: int = 512
+    port: int,
+    concurrency: int,
+    n: int,
+    with_cache: bool = True,
+    model: str = "bench",
+    max_tokens: int = 512,
+    temperature: float = 0.7,
 ) -> float:
     """Requests per second of the build's own client (cache misses, so every call goes to the server)."""
     with tempfile.TemporaryDirectory() as d:
@@ -175,7 +183,7 @@ def build_client_load(
             base_url=f"http://127.0.0.1:{port}/v1",
             concurrency=concurrency,
             max_new_tokens=max_tokens,
-            temperature=0.7,
+            temperature=temperature,
             structured=False,
         )
         client = make_client(cfg, cache)
@@ -197,7 +205,8 @@ def measure(profile: str, sizes: dict[int, int], repeats: int) -> list[list]:
     if profile == "transformers-serve":
         from wildsci.models import resolve_model
 
-        kw = {"model": resolve_model(SERVE_MODEL), "max_tokens": SERVE_MAX_TOKENS}
+        # greedy: both drivers then get the same completions (same lengths) for the same prompts
+        kw = {"model": resolve_model(SERVE_MODEL), "max_tokens": SERVE_MAX_TOKENS, "temperature": 0.0}
     rows = []
     try:
         raw_load(port, 4, 8 if kw else 200, **kw)  # warm-up
