@@ -432,6 +432,8 @@ def test_shipped_recipes_check_and_dry_run(repo_root):
     assert "estimated" in nc.stdout and "Qwen2.5-32B-Instruct" in nc.stdout
     demo = wildsci("build", "recipes/data/demo.yaml", "--dry-run", cwd=repo_root)
     assert "builtin:demo" in demo.stdout and " 26 " in demo.stdout
+    options_row = next(line for line in demo.stdout.splitlines() if "options (distractors" in line)
+    assert "│     0 │" in options_row  # pool distractors: no LLM call
 
 
 def _embedded_build_is_valid(out: Path, proc: subprocess.CompletedProcess) -> dict:

@@ -419,7 +419,11 @@ def build_plan(recipe: Any) -> dict[str, Any]:
     questions = chunks * recipe.generate.questions_per_chunk
     calls = {
         "generate": questions,
-        "options (distractors, only for questions with < 10 options)": questions * recipe.options.max_attempts,
+        "options (distractors, only for questions with < 10 options)": (
+            0
+            if recipe.options.distractor_source == "pool" or not recipe.options.generate_distractors
+            else questions * recipe.options.max_attempts
+        ),
         "vote": questions * recipe.vote.num_votes,
         "label": (papers if recipe.label.per_paper else questions) if recipe.label.use_llm else 0,
     }
