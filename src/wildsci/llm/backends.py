@@ -531,7 +531,6 @@ class TransformersClient(_CachedClient):
         from transformers import LogitsProcessorList
 
         cfg, tok = self.config, self._tok
-        enc, prefix_cache = self._encode_with_shared_prefix(prompts)
         procs = []
         if grammar is not None:
             import xgrammar as xgr
@@ -540,6 +539,7 @@ class TransformersClient(_CachedClient):
         if cfg.temperature > 0:
             procs.append(SeededSampler([request_seed(k) for k in keys], cfg.temperature, cfg.top_p))
         try:
+            enc, prefix_cache = self._encode_with_shared_prefix(prompts)
             with torch.inference_mode():
                 out = self._model.generate(
                     **enc,
