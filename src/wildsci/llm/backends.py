@@ -318,6 +318,7 @@ class TransformersClient(_CachedClient):
         self._model = self._tok = None
         self._compiler = None
         self._grammars: dict[str, Any] = {}
+        self._choice_ids: dict[tuple[str, ...], list[int] | None] = {}
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -421,10 +422,12 @@ class TransformersClient(_CachedClient):
         """
         if not self.config.structured or not req.choices or any(len(c) != 1 for c in req.choices):
             return None
-        ids = [self._tok.encode(c, add_special_tokens=False) for c in req.choices]
-        if any(len(t) != 1 for t in ids) or len({t[0] for t in ids}) != len(ids):
-            return None
-        return [t[0] for t in ids]
+        key = tuple(req.choices)
+        if key not in self._choice_ids:  # one tokenization per distinct choice list, not per vote
+            ids = [self._tok.encode(c, add_special_tokens=False) for c in req.choices]
+            single = all(len(t) == 1 for t in ids) and len({t[0] for t in ids}) == len(ids)
+            self._choice_ids[key] = [t[0] for t in ids] if single else None
+        return self._choice_ids[key]
 
     def _choose_letters(
         self, jobs: list[tuple[str, ChatRequest]], prompts: list[str], lengths: list[int], idx: list[int]
@@ -482,6 +485,7 @@ class TransformersClient(_CachedClient):
         with self._lock:
             self._model = self._tok = self._compiler = None
             self._grammars.clear()
+            self._choice_ids.clear()
 
     def _too_long_result(self, n: int) -> ChatResult:
         return ChatResult(
