@@ -134,6 +134,18 @@ def test_pool_distractors_fill_from_other_questions_same_label_first():
     assert kept == [] and drops == {"not_enough_distractors": 2}
 
 
+def test_pool_distractors_sample_large_pools_without_own_options():
+    rows = [_labelled(f"q{i}", f"L{i % 3}", [f"own {i}.{j}" for j in range(3)]) for i in range(3000)]
+    kept, drops, _ = complete_options(rows, None, OptionsConfig(distractor_source="pool"))
+    assert drops == {} and len(kept) == 3000
+    for r in kept[::97]:
+        i = int(r["question"].split("]")[0][2:])
+        opts = options_list(r["options"])
+        assert len({o.lower() for o in opts}) == 10 and sum(o.startswith(f"own {i}.") for o in opts) == 3
+        label = f"L{i % 3}"
+        assert all(int(o.split()[1].split(".")[0]) % 3 == int(label[1]) for o in opts)  # same label first
+
+
 def test_llm_then_pool_fills_what_the_llm_could_not(llm):
     client, handler, _ = llm
     rows = [_labelled("garbage", "Ecology", list(BASE))]

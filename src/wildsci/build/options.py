@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from wildsci.answers import LETTERS
@@ -50,6 +51,8 @@ DISTRACTOR_PROMPT = "\n".join(
 
 
 DISTRACTOR_SOURCES = ("llm", "pool", "llm_then_pool")
+#: pool buckets up to this size are shuffled whole (exact, small builds); larger ones are sampled by index
+POOL_SHUFFLE_MAX = 512
 
 
 @dataclass
@@ -143,34 +146,52 @@ def _new_distractors(text: str, existing: list[str]) -> list[str]:
     return out
 
 
-def fill_from_pool(row: dict, opts: list[str], work: list[tuple[dict, list[str]]], cfg: OptionsConfig) -> list[str]:
+PoolEntry = tuple[str, str]  # (option text, normalised text of the question it came from)
+
+
+def pool_index(work: list[tuple[dict, list[str]]]) -> tuple[dict[str, list[PoolEntry]], list[PoolEntry]]:
+    """Every option of every question, by first field label and overall, sorted (independent of row order).
+
+    Built once per stage: drawing from it costs O(distractors needed) per question, not O(questions).
+    """
+    by_label: dict[str, set[PoolEntry]] = {}
+    for row, opts in work:
+        label = (row.get("field_labels") or [""])[0]
+        q = _norm(row["question"])
+        by_label.setdefault(label, set()).update((o, q) for o in opts)
+    every = sorted(set().union(*by_label.values())) if by_label else []
+    return {label: sorted(entries) for label, entries in by_label.items()}, every
+
+
+def fill_from_pool(
+    row: dict, opts: list[str], index: tuple[dict[str, list[PoolEntry]], list[PoolEntry]], cfg: OptionsConfig
+) -> list[str]:
     """Top ``opts`` up with options of *other* questions: same first field label first, then any, seeded order.
 
-    The order depends only on ``(seed, question)`` and the set of questions (not their order in ``work``),
-    so a resumed build draws the same distractors.
+    The draw depends only on ``(seed, question)`` and the set of questions (not their order), so a resumed build
+    draws the same distractors. Small buckets are shuffled whole; large ones are sampled by index.
     """
     need = cfg.num_options - len(opts)
     if need <= 0:
         return opts
-    label = (row.get("field_labels") or [""])[0]
+    by_label, every = index
+    own = _norm(row["question"])
     seen = {_norm(o) for o in opts}
-    same, other = set(), set()
-    for other_row, other_opts in work:
-        if other_row is row or _norm(other_row["question"]) == _norm(row["question"]):
-            continue
-        bucket = same if (other_row.get("field_labels") or [""])[0] == label else other
-        bucket.update(o for o in other_opts if _norm(o) not in seen)
     rng = random.Random(f"pool\x00{cfg.seed}\x00{' '.join(row['question'].split())}")
     picked: list[str] = []
-    for bucket in (same, other):
-        candidates = sorted(bucket)
-        rng.shuffle(candidates)
-        for c in candidates:
+    for bucket in (by_label.get((row.get("field_labels") or [""])[0], []), every):
+        if len(bucket) <= POOL_SHUFFLE_MAX:
+            order: list[int] | Iterator[int] = list(range(len(bucket)))
+            rng.shuffle(order)
+        else:
+            order = (rng.randrange(len(bucket)) for _ in range(need * 32))
+        for j in order:
             if len(picked) == need:
                 break
-            if _norm(c) not in seen:
-                seen.add(_norm(c))
-                picked.append(c)
+            option, source = bucket[j]
+            if source != own and _norm(option) not in seen:
+                seen.add(_norm(option))
+                picked.append(option)
     return opts + picked
 
 
@@ -226,7 +247,8 @@ def complete_options(
             work[i] = (row, opts + _new_distractors(res.text, opts)[:need])
 
     if use_pool and cfg.generate_distractors:
-        work = [(row, fill_from_pool(row, opts, work, cfg)) for row, opts in work]
+        index = pool_index(work)
+        work = [(row, fill_from_pool(row, opts, index, cfg)) for row, opts in work]
 
     out: list[dict] = []
     letters: Counter[str] = Counter()
