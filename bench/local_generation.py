@@ -41,9 +41,9 @@ def main() -> None:
     import torch
 
     from wildsci.answers import LETTERS
-    from wildsci.build.config import BuildRecipe
-    from wildsci.build.generate import GenerateConfig, build_request_messages, question_schema, validate_question
-    from wildsci.build.ingest import ingest
+    from wildsci.builder.config import BuildRecipe
+    from wildsci.builder.generate import GenerateConfig, build_request_messages, question_schema, validate_question
+    from wildsci.builder.ingest import ingest
     from wildsci.llm.backends import ChatRequest, TransformersClient, make_client
     from wildsci.prompts import build_messages
     from wildsci.recipes import load_recipe

@@ -3,11 +3,11 @@
 Stages, exactly the code ``wildsci build`` runs, streamed in batches of 2,048 (nothing but the dedup index is
 kept across batches, so memory stays flat in the input size):
 
-1. parse + validate raw generator output (``wildsci.build.generate.validate_question``: JSON, 10 options, answer);
-2. options: shuffle to A-J with the per-question seed (``wildsci.build.options.complete_options``, no LLM needed);
+1. parse + validate raw generator output (``wildsci.builder.generate.validate_question``: JSON, 10 options, answer);
+2. options: shuffle to A-J with the per-question seed (``wildsci.builder.options.complete_options``, no LLM needed);
 3. final schema validation of the WildSci row (``wildsci.schema.validate_row``);
 4. MinHash LSH near-duplicate removal + n-gram decontamination against ALL of MMLU-Pro (12,032 questions,
-   ``../shared/data/benchmarks/mmlu_pro_test.jsonl``) (``wildsci.build.dedup``).
+   ``../shared/data/benchmarks/mmlu_pro_test.jsonl``) (``wildsci.builder.dedup``).
 
 Synthetic questions are built from science vocabulary with 2 % injected near duplicates and 1 % questions copied
 from MMLU-Pro, so the table also reports that the injected cases are caught. Each size runs in a fresh process so
@@ -75,9 +75,9 @@ def synthetic_outputs(n: int, seed: int = 0, mmlu: list[str] | None = None):
 
 def run_size(n: int) -> dict:
     """One size, in this process: returns throughput per stage and peak RSS."""
-    from wildsci.build.dedup import BenchmarkConfig, DecontamConfig, Decontaminator, DedupConfig, DedupDecontam
-    from wildsci.build.generate import GenerateConfig, validate_question
-    from wildsci.build.options import OptionsConfig, complete_options
+    from wildsci.builder.dedup import BenchmarkConfig, DecontamConfig, Decontaminator, DedupConfig, DedupDecontam
+    from wildsci.builder.generate import GenerateConfig, validate_question
+    from wildsci.builder.options import OptionsConfig, complete_options
     from wildsci.schema import question_id, validate_row, voting_type
     from wildsci.taxonomy import load_taxonomy
 

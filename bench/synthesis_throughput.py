@@ -1,6 +1,6 @@
 """Benchmark: the builder's OpenAI-compatible client vs the server's own maximum (issue 8, synthesis part).
 
-A local OpenAI-compatible server (``wildsci.llm.loopback``, its own process so it has its own GIL) answers
+A local OpenAI-compatible server (``wildsci.testing.loopback``, its own process so it has its own GIL) answers
 ``/v1/chat/completions`` on 127.0.0.1. For each concurrency (1, 8, 32) we measure
 
 - **server max**: the server driven directly by a minimal raw-HTTP load generator (``http.client``, one

@@ -16,7 +16,7 @@ import json
 import re
 
 from wildsci.answers import LETTERS
-from wildsci.llm.loopback import LoopbackServer, Reply
+from wildsci.testing.loopback import LoopbackServer, Reply
 
 
 def _h(*parts: object) -> int:

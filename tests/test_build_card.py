@@ -8,7 +8,7 @@ import yaml
 from huggingface_hub import DatasetCard
 from wildsci_fixtures import make_wildsci_dataset
 
-from wildsci.build.card import CardConfig, dataset_license, render_card, size_category
+from wildsci.builder.card import CardConfig, dataset_license, render_card, size_category
 from wildsci.schema import features
 
 REPORT = {

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from datasketch import MinHash
 
-from wildsci.build.dedup import (
+from wildsci.builder.dedup import (
     BenchmarkConfig,
     DecontamConfig,
     Decontaminator,

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from wildsci.build.generate import (
+from wildsci.builder.generate import (
     DROP_REASONS,
     GenerateConfig,
     build_request_messages,
@@ -22,7 +22,7 @@ from wildsci.build.generate import (
     validate_question,
 )
 from wildsci.llm import BackendConfig, CallCache, ChatRequest, make_client
-from wildsci.llm.loopback import LoopbackServer, Reply
+from wildsci.testing.loopback import LoopbackServer, Reply
 from wildsci.schema import question_id
 
 OPTS = [f"Option number {i} about enzyme kinetics" for i in range(10)]

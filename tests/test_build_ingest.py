@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wildsci.build.ingest import (
+from wildsci.builder.ingest import (
     ChunkConfig,
     SourceConfig,
     TokenCounter,

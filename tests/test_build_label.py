@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from wildsci.build.label import DROP_REASONS, LabelConfig, label_rows
+from wildsci.builder.label import DROP_REASONS, LabelConfig, label_rows
 from wildsci.llm import BackendConfig, CallCache, make_client
-from wildsci.llm.loopback import LoopbackServer, Reply
+from wildsci.testing.loopback import LoopbackServer, Reply
 from wildsci.schema import validate_row
 from wildsci.taxonomy import load_taxonomy
 

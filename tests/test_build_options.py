@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 
 from wildsci.answers import LETTERS
-from wildsci.build.options import DROP_REASONS, OptionsConfig, complete_options, shuffle_options
+from wildsci.builder.options import DROP_REASONS, OptionsConfig, complete_options, shuffle_options
 from wildsci.llm import BackendConfig, CallCache, make_client
-from wildsci.llm.loopback import LoopbackServer, Reply
+from wildsci.testing.loopback import LoopbackServer, Reply
 from wildsci.schema import options_list
 
 BASE = ["a lower activation energy", "a higher temperature only", "a change of solvent", "a larger vessel"]

@@ -7,8 +7,8 @@ import pytest
 from huggingface_hub.errors import HfHubHTTPError
 from wildsci_fixtures import make_wildsci_dataset
 
-from wildsci.build import push as push_mod
-from wildsci.build.card import CardConfig, render_card
+from wildsci.builder import push as push_mod
+from wildsci.builder.card import CardConfig, render_card
 from wildsci.errors import UserError
 
 

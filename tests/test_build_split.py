@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from wildsci.build.split import SplitConfig, assign_papers, split_rows
+from wildsci.builder.split import SplitConfig, assign_papers, split_rows
 from wildsci.recipes import RecipeError, from_dict
 
 

@@ -18,7 +18,7 @@ from test_report import assert_png_nontrivial
 from wildsci import demo
 from wildsci.cli import main
 
-STAGE_MODULES = ("wildsci.build.pipeline", "wildsci.grpo", "wildsci.evaluate")
+STAGE_MODULES = ("wildsci.builder.pipeline", "wildsci.grpo", "wildsci.evaluate")
 
 
 @pytest.fixture(autouse=True)
@@ -134,8 +134,8 @@ def test_missing_recipe_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_failing_stage_stops_with_one_line_and_is_recorded(tmp_path, capfd, monkeypatch):
-    if importlib.util.find_spec("wildsci.build.pipeline") is None:
-        pytest.skip("wildsci.build.pipeline not written yet")
+    if importlib.util.find_spec("wildsci.builder.pipeline") is None:
+        pytest.skip("wildsci.builder.pipeline not written yet")
     recipes = _fake_recipes(tmp_path, monkeypatch)
     (tmp_path / recipes["build"]).write_text("name: demo\nsources: []\nnot_a_key: 1\n")
     run = tmp_path / "r"

@@ -22,7 +22,7 @@ import pytest
 from wildsci.errors import UserError
 from wildsci.llm import BackendConfig, CallCache, ChatRequest, make_client
 from wildsci.llm.backends import normalize_choice, request_seed
-from wildsci.llm.loopback import LoopbackServer, Reply, echo_handler
+from wildsci.testing.loopback import LoopbackServer, Reply, echo_handler
 
 SCHEMA = {
     "type": "object",

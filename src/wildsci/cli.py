@@ -11,7 +11,7 @@ from wildsci.errors import UserError
 
 
 def _cmd_build(args: argparse.Namespace, extra: list[str]) -> int:
-    from wildsci.build.pipeline import run_build
+    from wildsci.builder.pipeline import run_build
     from wildsci.recipes import parse_overrides
 
     run_build(

@@ -113,7 +113,7 @@ def build_embedded(name: str = "smollm2-135m-instruct") -> Path:
 
 def build_tiny(kind: str = "qwen2", target: Path | None = None) -> Path:
     """A tiny random Qwen2 (a few MB) with a BPE tokenizer trained here and a chat template, for tests."""
-    from wildsci.tiny_model import build_tiny_qwen2
+    from wildsci.testing.tiny_model import build_tiny_qwen2
 
     if kind not in TINY:
         raise ModelError(f"unknown tiny model {kind!r} -- known: {', '.join(TINY)}")

@@ -1,6 +1,6 @@
 """Recipes: YAML files parsed into typed dataclasses, with one-line errors.
 
-Each stage owns its recipe dataclass (``wildsci.build.config.BuildRecipe``, ``wildsci.grpo``'s TRL
+Each stage owns its recipe dataclass (``wildsci.builder.config.BuildRecipe``, ``wildsci.grpo``'s TRL
 dataclasses, ``wildsci.evaluate.EvalRecipe``); this module holds the shared machinery so every recipe
 fails the same way: a :class:`RecipeError` whose message is one line naming the file, the key and the fix.
 
@@ -280,7 +280,7 @@ def recipe_hash(data: dict[str, Any] | Any) -> str:
 #: recipe kind (the folder under recipes/) -> "module:attribute" of the checker. The attribute is either a
 #: dataclass (nested recipe) or a callable returning a tuple of dataclasses (flat TRL-style recipe).
 KINDS: dict[str, str] = {
-    "data": "wildsci.build.config:BuildRecipe",
+    "data": "wildsci.builder.config:BuildRecipe",
     "grpo": "wildsci.grpo:recipe_dataclasses",
     "eval": "wildsci.evaluate:EvalRecipe",
     "accelerate": "wildsci.recipes:check_accelerate_config",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from wildsci.answers import LETTERS
-from wildsci.build.generate import extract_json
+from wildsci.builder.generate import extract_json
 from wildsci.llm.backends import ChatRequest, LLMClient
 from wildsci.schema import options_dict
 

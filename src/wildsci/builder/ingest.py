@@ -2,7 +2,7 @@
 
 Every source row becomes a *paper* ``{paper_id, title, sections: [(heading, text)], license, field_labels}``
 and then one or more *chunks* ``{paper_id, chunk_id, title, text, license, field_labels}`` (the contract with
-``wildsci.build.generate``). Only main text is kept: reference lists, acknowledgements, funding, figure and
+``wildsci.builder.generate``). Only main text is kept: reference lists, acknowledgements, funding, figure and
 table captions, citation markers and LaTeX placeholders are removed, because a question generator that sees a
 reference list writes questions about author names.
 

@@ -107,7 +107,7 @@ TRANSPORT_KEYS = ("base_url", "api_key_env", "concurrency", "timeout_s", "max_re
 
 def _content_dict(recipe: Any) -> dict[str, Any]:
     """The recipe values that determine the dataset's content (its hash names the rows' ``recipe_hash``)."""
-    from wildsci.build.config import NON_CONTENT_KEYS
+    from wildsci.builder.config import NON_CONTENT_KEYS
 
     data = dataclasses.asdict(recipe)
     out = {k: v for k, v in data.items() if k not in NON_CONTENT_KEYS}
@@ -144,8 +144,8 @@ def _unique_clients(configs: list[Any], cache: Any) -> list[Any]:
 
 def preflight(recipe: Any, push: bool) -> None:
     """Everything that can be checked before any work starts; each failure is one line."""
-    from wildsci.build.card import find_template
-    from wildsci.build.ingest import _source_files
+    from wildsci.builder.card import find_template
+    from wildsci.builder.ingest import _source_files
 
     if push and not recipe.hub_repo_id:
         raise UserError("--push needs hub_repo_id in the recipe (or --hub_repo_id my-org/name)")
@@ -217,11 +217,11 @@ def per_paper_stages(recipe: Any, ckpt: Checkpoints, cache: Any) -> tuple[list[d
 
     Returns the labelled rows (in corpus order) and the stage entries of the build report.
     """
-    from wildsci.build.generate import generate_questions
-    from wildsci.build.ingest import ingest
-    from wildsci.build.label import label_rows
-    from wildsci.build.options import complete_options
-    from wildsci.build.vote import filter_by_votes, vote
+    from wildsci.builder.generate import generate_questions
+    from wildsci.builder.ingest import ingest
+    from wildsci.builder.label import label_rows
+    from wildsci.builder.options import complete_options
+    from wildsci.builder.vote import filter_by_votes, vote
 
     stages: list[dict] = []
     clients = Clients(recipe, cache)
@@ -383,7 +383,7 @@ def _remote_source_count(src: Any) -> tuple[int | None, str]:
 
 def build_plan(recipe: Any) -> dict[str, Any]:
     """Counts of papers and passages, and the LLM calls each stage will make at most (nothing is generated)."""
-    from wildsci.build.ingest import ingest, is_remote
+    from wildsci.builder.ingest import ingest, is_remote
 
     sources, papers, chunks, exact = [], 0, 0, True
     for src in recipe.sources:
@@ -496,11 +496,11 @@ def run_build(
 ) -> dict[str, Any] | None:
     """Build (or plan, or push) the dataset of a data recipe. Returns the build report (``None`` for a dry run)."""
     from wildsci.answers import LETTERS
-    from wildsci.build.card import git_sha, package_versions, render_card
-    from wildsci.build.config import BuildRecipe
-    from wildsci.build.dedup import dedup_and_decontaminate
-    from wildsci.build.push import push_dataset
-    from wildsci.build.split import split_rows
+    from wildsci.builder.card import git_sha, package_versions, render_card
+    from wildsci.builder.config import BuildRecipe
+    from wildsci.builder.dedup import dedup_and_decontaminate
+    from wildsci.builder.push import push_dataset
+    from wildsci.builder.split import split_rows
     from wildsci.dataset_io import SPLITS, save_wildsci
     from wildsci.llm.cache import CallCache
     from wildsci.recipes import from_dict, load_yaml, merge_overrides

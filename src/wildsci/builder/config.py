@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wildsci.build.card import CardConfig
-from wildsci.build.dedup import DecontamConfig, DedupConfig
-from wildsci.build.generate import GenerateConfig
-from wildsci.build.ingest import ChunkConfig, SourceConfig
-from wildsci.build.label import LabelConfig
-from wildsci.build.options import OptionsConfig
-from wildsci.build.split import SplitConfig
-from wildsci.build.vote import VoteConfig
+from wildsci.builder.card import CardConfig
+from wildsci.builder.dedup import DecontamConfig, DedupConfig
+from wildsci.builder.generate import GenerateConfig
+from wildsci.builder.ingest import ChunkConfig, SourceConfig
+from wildsci.builder.label import LabelConfig
+from wildsci.builder.options import OptionsConfig
+from wildsci.builder.split import SplitConfig
+from wildsci.builder.vote import VoteConfig
 from wildsci.llm.backends import BackendConfig
 from wildsci.recipes import load_recipe
 
