@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-#: CI (``.ci/run`` sets CI=true) must not pass by skipping: a missing dataset, model, browser, font or server fails there.
+#: CI (``.ci/run`` sets CI=true) must not pass by skipping: missing data, a model, a browser or a server fails there.
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -28,15 +28,16 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI requires this, but: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
 SHARED_DATA = Path(os.environ.get("WILDSCI_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real benchmarks and papers); the test is skipped when it is absent."""
-    require(
-        (SHARED_DATA / "README.md").is_file(), f"real data not found at {SHARED_DATA} (set WILDSCI_SHARED_DATA to use it)"
-    )
+    found = (SHARED_DATA / "README.md").is_file()
+    require(found, f"real data not found at {SHARED_DATA} (set WILDSCI_SHARED_DATA to use it)")
     return SHARED_DATA
 
 
@@ -62,7 +63,6 @@ def embedded_model() -> str:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
-
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001 (pytest hook signature)
