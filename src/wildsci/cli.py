@@ -8,11 +8,67 @@ import sys
 
 from wildsci import __version__
 from wildsci.errors import UserError
+from wildsci.recipes import RecipeKind, check_accelerate_config, check_flat_recipe, check_nested
+
+
+def _build_recipe_classes() -> tuple[type, ...]:
+    from wildsci.builder.config import BuildRecipe
+
+    return (BuildRecipe,)
+
+
+def _grpo_recipe_classes() -> tuple[type, ...]:
+    from wildsci.grpo import recipe_dataclasses  # TRL's dataclasses: imported only when a GRPO recipe is checked
+
+    return tuple(recipe_dataclasses())
+
+
+def _eval_recipe_classes() -> tuple[type, ...]:
+    from wildsci.evaluate import EvalRecipe
+
+    return (EvalRecipe,)
+
+
+def _accelerate_classes() -> tuple[type, ...]:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    return (ClusterConfig,)
+
+
+#: recipe kind (also the folder under recipes/) -> its dataclasses, checker and the command that runs it
+RECIPE_KINDS: dict[str, RecipeKind] = {
+    "data": RecipeKind(
+        "data",
+        _build_recipe_classes,
+        lambda data, src: check_nested(_build_recipe_classes()[0])(data, src),
+        "wildsci build RECIPE",
+    ),
+    "grpo": RecipeKind(
+        "grpo",
+        _grpo_recipe_classes,
+        check_flat_recipe(_grpo_recipe_classes),
+        "accelerate launch -m wildsci.grpo --config RECIPE",
+    ),
+    "eval": RecipeKind(
+        "eval",
+        _eval_recipe_classes,
+        lambda data, src: check_nested(_eval_recipe_classes()[0])(data, src),
+        "wildsci eval RECIPE",
+    ),
+    "accelerate": RecipeKind(
+        "accelerate",
+        _accelerate_classes,
+        check_accelerate_config,
+        "accelerate launch --config_file RECIPE -m wildsci.grpo --config <grpo recipe>",
+    ),
+}
 
 
 def _cmd_build(args: argparse.Namespace, extra: list[str]) -> int:
     from wildsci.builder.pipeline import run_build
-    from wildsci.recipes import parse_overrides
+    from wildsci.recipes import expect_kind, parse_overrides
+
+    expect_kind(args.recipe, "data", RECIPE_KINDS)
 
     run_build(
         args.recipe, output_dir=args.output_dir, dry_run=args.dry_run, push=args.push, overrides=parse_overrides(extra)
@@ -27,8 +83,8 @@ def _cmd_recipes_check(args: argparse.Namespace, extra: list[str]) -> int:
     failed = 0
     for path in paths:
         try:
-            check_recipe_file(path)
-            print(f"ok      {path}")
+            kind = check_recipe_file(path, RECIPE_KINDS, kind=args.kind)
+            print(f"ok      {path} ({kind})")
         except RecipeError as e:
             failed += 1
             print(f"FAILED  {e}")
@@ -38,8 +94,9 @@ def _cmd_recipes_check(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from wildsci.evaluate import run_eval
-    from wildsci.recipes import parse_overrides
+    from wildsci.recipes import expect_kind, parse_overrides
 
+    expect_kind(args.recipe, "eval", RECIPE_KINDS)
     overrides = parse_overrides(extra)
     if args.permutations is not None:
         overrides["permutations"] = args.permutations
@@ -95,8 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("recipes", help="recipe tools")
     rsub = r.add_subparsers(dest="recipes_command", required=True, metavar="ACTION")
-    rc = rsub.add_parser("check", help="validate recipes (kind taken from the folder: data, grpo, eval, accelerate)")
+    rc = rsub.add_parser(
+        "check",
+        help="validate recipes (kind from --kind, else the folder recipes/<kind>/, else the keys the recipe uses)",
+    )
     rc.add_argument("paths", nargs="+", help="recipe files or globs, e.g. 'recipes/**/*.yaml'")
+    rc.add_argument("--kind", choices=sorted(RECIPE_KINDS), help="the recipe kind, for files stored elsewhere")
     rc.set_defaults(func=_cmd_recipes_check)
 
     e = sub.add_parser(

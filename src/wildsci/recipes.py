@@ -1,8 +1,8 @@
 """Recipes: YAML files parsed into typed dataclasses, with one-line errors.
 
-Each stage owns its recipe dataclass (``wildsci.builder.config.BuildRecipe``, ``wildsci.grpo``'s TRL
-dataclasses, ``wildsci.evaluate.EvalRecipe``); this module holds the shared machinery so every recipe
-fails the same way: a :class:`RecipeError` whose message is one line naming the file, the key and the fix.
+Each stage owns its recipe dataclass; the CLI maps recipe kinds to them (:class:`RecipeKind`), so this module
+names no stage and imports nothing above it. It holds the shared machinery so every recipe fails the same way:
+a :class:`RecipeError` whose message is one line naming the file, the key and the fix.
 
 Why not only ``HfArgumentParser``? It passes YAML values to the dataclass unchecked (a string where an
 int belongs surfaces much later as a traceback inside training). We check keys and types here first and
@@ -16,7 +16,6 @@ import dataclasses
 import difflib
 import enum
 import hashlib
-import importlib
 import json
 import types
 import typing
@@ -201,6 +200,10 @@ def _help(f: dataclasses.Field) -> str:
     return str(f.metadata.get("help", "")).split("\n")[0].strip()
 
 
+def _is_section_with(tp: Any, keys: set[str]) -> bool:
+    return dataclasses.is_dataclass(tp) and keys <= {f.name for f in dataclasses.fields(tp)}
+
+
 def _unknown_key(source: str, key: str, valid: list[str]) -> RecipeError:
     close = difflib.get_close_matches(key.split(".")[-1], valid, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else "remove it (see the recipe's dataclass for valid keys)"
@@ -223,7 +226,12 @@ def from_dict(cls: type, data: dict[str, Any], source: str, prefix: str = "") ->
     hints = _hints(cls)
     for key in data:
         if key not in fields:
-            raise _unknown_key(source, f"{prefix}{key}", list(fields))
+            valid = list(fields)
+            if isinstance(data[key], dict):  # a mapping belongs to a section that has its keys: `generater.model`
+                sub = set(data[key])
+                fits = [n for n in fields if _is_section_with(hints.get(n), sub)]
+                valid = fits or valid
+            raise _unknown_key(source, f"{prefix}{key}", valid)
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -276,23 +284,99 @@ def recipe_hash(data: dict[str, Any] | Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-# --------------------------------------------------------------------------- `wildsci recipes check`
-#: recipe kind (the folder under recipes/) -> "module:attribute" of the checker. The attribute is either a
-#: dataclass (nested recipe) or a callable returning a tuple of dataclasses (flat TRL-style recipe).
-KINDS: dict[str, str] = {
-    "data": "wildsci.builder.config:BuildRecipe",
-    "grpo": "wildsci.grpo:recipe_dataclasses",
-    "eval": "wildsci.evaluate:EvalRecipe",
-    "accelerate": "wildsci.recipes:check_accelerate_config",
-}
+# --------------------------------------------------------------------------- recipe kinds
+@dataclasses.dataclass(frozen=True)
+class RecipeKind:
+    """One kind of recipe, as the CLI defines it (this module names no stage).
+
+    ``classes`` returns the dataclass(es) whose fields are the recipe's keys: one nested dataclass, or several for a
+    flat TRL-style recipe. ``check`` validates a loaded mapping (raises :class:`RecipeError`). ``command`` is what a
+    user runs with such a recipe, quoted in errors.
+    """
+
+    name: str
+    classes: typing.Callable[[], tuple[type, ...]]
+    check: typing.Callable[[dict[str, Any], str], None]
+    command: str
 
 
-def recipe_kind(path: str | Path) -> str:
-    p = Path(path)
-    for part in reversed(p.parent.parts):
-        if part in KINDS:
+def _top_level_keys(classes: tuple[type, ...]) -> set[str]:
+    return {f.name for cls in classes for f in dataclasses.fields(cls) if f.init}
+
+
+def guess_kind(data: dict[str, Any], kinds: dict[str, RecipeKind]) -> str | None:
+    """The kind whose keys cover the most of ``data``'s top-level keys (ties and empty recipes: ``None``)."""
+    keys = {k for k in data if k != "env"}
+    if not keys:
+        return None
+    scores = {name: len(keys & _top_level_keys(kind.classes())) for name, kind in kinds.items()}
+    best = max(scores.values())
+    winners = [name for name, score in scores.items() if score == best]
+    return winners[0] if best and len(winners) == 1 else None
+
+
+def kind_from_path(path: str | Path, kinds: dict[str, RecipeKind]) -> str | None:
+    """``recipes/<kind>/x.yaml`` -> ``kind``; ``None`` for a recipe stored elsewhere."""
+    for part in reversed(Path(path).parent.parts):
+        if part in kinds:
             return part
-    raise RecipeError(f"{p}: cannot tell the recipe kind -- put it under recipes/<{'|'.join(KINDS)}>/")
+    return None
+
+
+def expect_kind(path: str | Path, want: str, kinds: dict[str, RecipeKind]) -> None:
+    """Refuse, in one line, a recipe of another kind (``wildsci eval recipes/data/demo.yaml``) before its keys are
+    checked against the wrong dataclass: an unknown-key error would suggest the wrong fix."""
+    data = load_yaml(path)
+    found = kind_from_path(path, kinds) or guess_kind(data, kinds)
+    if found is None or found == want:
+        return
+    if guess_kind(data, kinds) in (None, want):  # a folder name alone does not overrule keys that fit
+        return
+    raise RecipeError(
+        f"{path}: this is {_article(found)} {found} recipe, not {_article(want)} {want} recipe "
+        f"-- use `{kinds[found].command}`"
+    )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def check_recipe_file(path: str | Path, kinds: dict[str, RecipeKind], kind: str | None = None) -> str:
+    """Validate one recipe and return its kind: ``kind`` if given, else its folder, else the kind its keys fit."""
+    data = load_yaml(path)
+    if kind is not None and kind not in kinds:
+        raise RecipeError(f"{path}: unknown recipe kind {kind!r} -- use one of {', '.join(kinds)}")
+    kind = kind or kind_from_path(path, kinds) or guess_kind(data, kinds)
+    if kind is None:
+        raise RecipeError(
+            f"{path}: cannot tell the recipe kind from its folder or its keys -- put it under "
+            f"recipes/<{'|'.join(kinds)}>/ or pass --kind"
+        )
+    kinds[kind].check(data, str(path))
+    return kind
+
+
+def check_nested(cls: type) -> typing.Callable[[dict[str, Any], str], None]:
+    """A checker for a nested recipe: build ``cls`` from the mapping (its ``__post_init__`` checks included)."""
+
+    def check(data: dict[str, Any], source: str) -> None:
+        from_dict(cls, data, source)
+
+    return check
+
+
+def check_flat_recipe(classes: typing.Callable[[], tuple[type, ...]]) -> typing.Callable[[dict[str, Any], str], None]:
+    """A checker for a flat TRL-style recipe; TrlParser applies a top-level ``env:`` mapping, so it is allowed."""
+
+    def check(data: dict[str, Any], source: str) -> None:
+        data = dict(data)
+        env = data.pop("env", None)
+        if env is not None and not isinstance(env, dict):
+            raise RecipeError(f"{source}: key 'env' must be a mapping of environment variables, got {env!r}")
+        check_flat(data, tuple(classes()), source)
+
+    return check
 
 
 def check_accelerate_config(data: dict[str, Any], source: str) -> None:
@@ -310,21 +394,3 @@ def check_accelerate_config(data: dict[str, Any], source: str) -> None:
         raise RecipeError(f"{source}: not a valid accelerate config: {msg}") from None
     finally:
         Path(fh.name).unlink(missing_ok=True)
-
-
-def check_recipe_file(path: str | Path) -> None:
-    """Validate one shipped recipe; raises :class:`RecipeError` with a one-line message."""
-    kind = recipe_kind(path)
-    data = load_yaml(path)
-    module, attr = KINDS[kind].split(":")
-    target = getattr(importlib.import_module(module), attr)
-    if dataclasses.is_dataclass(target):
-        from_dict(target, data, str(path))
-    elif kind == "accelerate":
-        target(data, str(path))
-    else:
-        # TrlParser applies a top-level `env:` mapping as environment variables before parsing
-        env = data.pop("env", None)
-        if env is not None and not isinstance(env, dict):
-            raise RecipeError(f"{path}: key 'env' must be a mapping of environment variables, got {env!r}")
-        check_flat(data, tuple(target()), str(path))
