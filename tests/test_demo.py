@@ -7,31 +7,21 @@ The chain test runs the real commands (``wildsci build``, ``accelerate launch -m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
 
 import pytest
-from test_report import assert_png_nontrivial
+from wildsci_fixtures import assert_png_nontrivial
 
 from wildsci import demo
 from wildsci.cli import main
-
-STAGE_MODULES = ("wildsci.builder.pipeline", "wildsci.grpo", "wildsci.evaluate")
 
 
 @pytest.fixture(autouse=True)
 def _repo_cwd(repo_root, monkeypatch):
     """The demo runs from the checkout root (its recipes are relative paths), as `make demo` does."""
     monkeypatch.chdir(repo_root)
-
-
-def _require_chain() -> None:
-    missing = [m for m in STAGE_MODULES if importlib.util.find_spec(m) is None]
-    missing += [r for r in demo.RECIPES.values() if not (demo.Path.cwd() / r).is_file()]
-    if missing:
-        pytest.skip(f"demo chain not complete yet: missing {', '.join(missing)}")
 
 
 def _fake_recipes(tmp_path, monkeypatch) -> dict[str, str]:
@@ -112,7 +102,6 @@ def test_commands_are_the_documented_ones(tmp_path):
 
 
 def test_plan_resolves_the_model_and_runs_nothing(tmp_path, capsys, embedded_model):
-    _require_chain()
     run = tmp_path / "planned"
     assert main(["demo", "--run-dir", str(run), "--plan"]) == 0
     out = capsys.readouterr().out
@@ -134,8 +123,6 @@ def test_missing_recipe_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_failing_stage_stops_with_one_line_and_is_recorded(tmp_path, capfd, monkeypatch):
-    if importlib.util.find_spec("wildsci.builder.pipeline") is None:
-        pytest.skip("wildsci.builder.pipeline not written yet")
     recipes = _fake_recipes(tmp_path, monkeypatch)
     (tmp_path / recipes["build"]).write_text("name: demo\nsources: []\nnot_a_key: 1\n")
     run = tmp_path / "r"
@@ -153,7 +140,6 @@ def test_failing_stage_stops_with_one_line_and_is_recorded(tmp_path, capfd, monk
 
 @pytest.mark.slow
 def test_small_demo_chain_end_to_end_then_reused(tmp_path, capfd, embedded_model):
-    _require_chain()
     run = tmp_path / "demo"
     assert main(["demo", "--run-dir", str(run), "--small"]) == 0
     out, err = capfd.readouterr()

@@ -1,13 +1,21 @@
-"""A small, schema-valid WildSci-format dataset for tests of the stages downstream of the builder.
+"""Test helpers shared by several test modules (the one place for them; test modules never import each other).
 
-Questions are simple templated facts (one per subdomain) so that GRPO, eval and the Space can be tested
-without waiting for a real build; the builder's own tests use real papers.
+- :func:`make_rows` / :func:`make_wildsci_dataset`: a small, schema-valid WildSci-format dataset. Questions are
+  simple templated facts (one per subdomain) so that GRPO, eval and the Space can be tested without waiting for a
+  real build; the builder's own tests use real papers.
+- :class:`FakeHfApi`: the Hub at its boundary (``huggingface_hub.HfApi``), recording what a push would send.
+- :func:`assert_png_nontrivial`: a figure that decodes and is not blank.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import random
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from wildsci.answers import LETTERS
 from wildsci.dataset_io import save_wildsci
@@ -63,3 +71,62 @@ def make_wildsci_dataset(out_dir: str | Path, n_train: int = 32, n_test: int = 1
         out,
     )
     return out
+
+
+class FakeHfApi:
+    """Records the calls the real ``HfApi`` would make, and the files an upload would send.
+
+    Patch it in at the boundary only (``monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)``); set
+    ``FakeHfApi.fail`` to an exception to make ``upload_folder`` raise it. Call :meth:`reset` in each test.
+    """
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+    init_kwargs: list[dict[str, Any]] = []
+    fail: Exception | None = None
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.calls, cls.init_kwargs, cls.fail = [], [], None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        FakeHfApi.init_kwargs.append(kwargs)
+
+    def create_repo(self, repo_id: str, **kw: Any) -> str:
+        FakeHfApi.calls.append(("create_repo", {"repo_id": repo_id, **kw}))
+        kind = kw.get("repo_type") or "model"
+        return f"https://huggingface.co/{'' if kind == 'model' else kind + 's/'}{repo_id}"
+
+    def upload_folder(self, **kw: Any) -> Any:
+        root = Path(kw["folder_path"])
+        allow, ignore = kw.get("allow_patterns"), kw.get("ignore_patterns") or []
+        allow = [allow] if isinstance(allow, str) else allow
+        ignore = [ignore] if isinstance(ignore, str) else ignore
+        files = []
+        for p in sorted(root.rglob("*")):
+            rel = str(p.relative_to(root))
+            if not p.is_file() or (allow and not any(fnmatch.fnmatch(rel, pat) for pat in allow)):
+                continue
+            if any(fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(rel.split("/")[0], pat) for pat in ignore):
+                continue
+            files.append(rel)
+        FakeHfApi.calls.append(("upload_folder", {**kw, "files": files}))
+        if FakeHfApi.fail is not None:
+            raise FakeHfApi.fail
+
+        class Info:
+            commit_url = f"https://huggingface.co/{kw['repo_id']}/commit/abc"
+
+        return Info()
+
+
+def assert_png_nontrivial(path: Path) -> None:
+    """The PNG decodes, has a real size, and is not blank: many colours and real pixel variation."""
+    with Image.open(path) as im:
+        im.load()
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
+    assert rgb.shape[0] >= 200 and rgb.shape[1] >= 300, f"{path.name}: tiny image {rgb.shape}"
+    assert rgb.std() > 10, f"{path.name}: nearly uniform image (std {rgb.std():.1f})"
+    colours = np.unique(rgb.reshape(-1, 3)[::7], axis=0)
+    assert len(colours) > 20, f"{path.name}: only {len(colours)} colours"
+    non_white = (rgb.min(axis=2) < 200).mean()
+    assert non_white > 0.01, f"{path.name}: {non_white:.2%} of pixels are drawn on"
