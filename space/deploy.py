@@ -22,8 +22,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE.parent / "src" / "wildsci"
-SPACE_FILES = ("app.py", "requirements.txt")
-#: what app.py imports from wildsci (and what those import); checked by tests/test_space.py
+#: app.py, its sibling modules (config, models, questions, verdict) and requirements.txt -- not this script
+SPACE_FILES = (*sorted(p.name for p in HERE.glob("*.py") if p.name != "deploy.py"), "requirements.txt")
+#: what the Space's modules import from wildsci (and what those import); checked by tests/test_space.py
 SPACE_MODULES = (
     "__init__.py",
     "answers.py",

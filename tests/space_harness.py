@@ -1,16 +1,21 @@
-"""Start the Space as users do (``python space/app.py``) on a free loopback port, for the Space tests.
+"""Helpers shared by the Space tests: start the Space as users do, and a policy that answers a known letter.
 
-:func:`shared_space` starts one server for the whole test session (the API, browser and load tests share it:
-starting the app costs more than all their requests together) and stops it when the session ends.
-
-The server gets the tiny random Qwen2 as base model, a copy of it in a temporary folder as "finetuned" model
-(two different references, so side-by-side mode really runs two models) and a fixture dataset. A fake
-``HF_TOKEN`` is set so that tests can check it never reaches the page or the API.
+- :func:`start_space` runs ``python space/app.py`` on a free loopback port; :func:`shared_space` starts one
+  such server for the whole test session (the API, browser and load tests share it: starting the app costs
+  more than all their requests together) and stops it when the session ends. It serves the tiny random
+  Qwen2 as base model and a copy of it in a temporary folder as "finetuned" model (two references, so
+  side-by-side mode really runs two models) and a fixture dataset.
+- :class:`FixedAnswerModel` is the tiny Qwen2 with its logits forced to a known reply: the real prompt,
+  ``generate`` loop, streamer and parser run, and the verdict on the page can be checked against a letter the
+  test knows, which a random model (it answers whitespace) never gives. It is put in the Space's model
+  registry in-process (``models.register``); nothing in the app knows about it.
+- :func:`space_module` imports ``space/<name>.py`` the way a Space does: with ``space/`` on ``sys.path``.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import shutil
 import socket
@@ -22,10 +27,22 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "space" / "app.py"
+SPACE = ROOT / "space"
+APP = SPACE / "app.py"
 FAKE_TOKEN = "hf_wildsciTestTokenMustNeverBeShown"
 SHARED_CONCURRENCY = 4
+
+
+def space_module(name: str):
+    """``space/<name>.py`` imported as the top-level module ``name``, as ``python space/app.py`` imports it."""
+    if str(SPACE) not in sys.path:
+        sys.path.insert(0, str(SPACE))
+    mod = importlib.import_module(name)
+    assert Path(mod.__file__).resolve().parent == SPACE, f"{name} was imported from {mod.__file__}, not space/"
+    return mod
 
 
 @dataclass
@@ -52,6 +69,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen | None, log: Path | None, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or does not answer in time."""
+    t0 = time.perf_counter()
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the Space exited with {proc.returncode}:\n{log.read_text()[-3000:] if log else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"{url} did not answer within {timeout} s:\n{log.read_text()[-3000:] if log else ''}")
+        time.sleep(0.5)
 
 
 def start_space(workdir: Path, extra_env: dict[str, str] | None = None, timeout: float = 150) -> SpaceServer:
@@ -91,19 +125,11 @@ def start_space(workdir: Path, extra_env: dict[str, str] | None = None, timeout:
         proc = subprocess.Popen([sys.executable, str(APP)], cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     server = SpaceServer(url, dataset, str(finetuned), "tiny:qwen2", proc, log, 0.0)
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the Space exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/config", timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.perf_counter() - t0 > timeout:
-            server.stop()
-            raise RuntimeError(f"the Space did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
+    try:
+        wait_for_http(url + "/config", proc, log, timeout)
+    except RuntimeError:
+        server.stop()
+        raise
     server.startup_s = time.perf_counter() - t0
     return server
 
@@ -120,3 +146,43 @@ def shared_space() -> SpaceServer:
         atexit.register(_SHARED.stop)
         atexit.register(shutil.rmtree, workdir, True)
     return _SHARED
+
+
+@pytest.fixture(scope="module")
+def server() -> SpaceServer:
+    """The shared ``python space/app.py`` server (import this fixture into a test module to use it)."""
+    return shared_space()
+
+
+def fixed_answer_model(ref: str, reply: str):
+    """A :class:`models.ChatModel` named ``ref``: the tiny Qwen2, every logit but the next token of ``reply``
+    set to -inf, then end-of-sequence. Register it with ``models.register`` before building the app."""
+    models = space_module("models")
+
+    class FixedAnswerModel(models.ChatModel):
+        def resolve(self) -> str:
+            from wildsci.models import resolve_model
+
+            return resolve_model("tiny:qwen2")
+
+        def generate(self, input_ids, attention_mask, max_new_tokens, temperature, **kwargs):
+            import torch
+            from transformers import LogitsProcessor, LogitsProcessorList
+
+            target = self.tokenizer(reply, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
+            start = input_ids.shape[1]
+
+            class Force(LogitsProcessor):
+                def __call__(self, ids, scores):
+                    step = min(ids.shape[1] - start, len(target) - 1)
+                    forced = torch.full_like(scores, float("-inf"))
+                    forced[:, target[step]] = 0.0
+                    return forced
+
+            self.model.generation_config.eos_token_id = self.tokenizer.eos_token_id
+            force = LogitsProcessorList([Force()])
+            return super().generate(
+                input_ids, attention_mask, max_new_tokens, temperature, logits_processor=force, **kwargs
+            )
+
+    return FixedAnswerModel(ref)
