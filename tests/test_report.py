@@ -13,9 +13,8 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from wildsci_fixtures import assert_png_nontrivial
 
 from wildsci.answers import LETTERS
 from wildsci.cli import main
@@ -27,19 +26,6 @@ GUARD = (
     "{pct}% of completions were cut off at max_completion_length (128 tokens); truncated answers get no reward, so "
     "the run learns little -- raise max_completion_length or ask for shorter reasoning"
 )
-
-
-def assert_png_nontrivial(path: Path) -> None:
-    """The PNG decodes, has a real size, and is not blank: many colours and real pixel variation."""
-    with Image.open(path) as im:
-        im.load()
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
-    assert rgb.shape[0] >= 200 and rgb.shape[1] >= 300, f"{path.name}: tiny image {rgb.shape}"
-    assert rgb.std() > 10, f"{path.name}: nearly uniform image (std {rgb.std():.1f})"
-    colours = np.unique(rgb.reshape(-1, 3)[::7], axis=0)
-    assert len(colours) > 20, f"{path.name}: only {len(colours)} colours"
-    non_white = (rgb.min(axis=2) < 200).mean()
-    assert non_white > 0.01, f"{path.name}: {non_white:.2%} of pixels are drawn on"
 
 
 def write_build_report(ds: Path) -> None:
@@ -221,7 +207,7 @@ SECTIONS = (
 PLOTS = {
     "dataset_funnel", "dataset_stats", "train_reward_accuracy", "train_per_discipline", "train_length_rates",
     "train_loss_lr", "train_letters", "eval_completion_length", "eval_letters", "eval_answer_changes",
-    "eval_accuracy", "eval_per_discipline", "eval_permutations",
+    "eval_accuracy", "eval_per_discipline", "eval_permutations", "train_letter_collapse",
 }  # fmt: skip
 
 
@@ -249,7 +235,9 @@ def test_full_report_every_section_and_plot(full_run):
     # numbers come from the inputs
     scores = json.loads((run / "eval" / "results.json").read_text())["scores"]
     a, b = scores["base"]["wildsci_test"]["accuracy"], scores["checkpoint-40"]["wildsci_test"]["accuracy"]
-    assert f"wildsci_test {100 * a:.1f}% → {100 * b:.1f}% ({100 * (b - a):+.1f} pt, n=30)" in md
+    summary = next(line for line in md.splitlines() if line.startswith("- **Evaluation (base → checkpoint-40):**"))
+    assert f"wildsci_test {100 * a:.1f}% [" in summary and f"→ {100 * b:.1f}% [" in summary
+    assert f": {100 * (b - a):+.1f} pt [" in summary
     assert "| mmlu_pro | 12032 | 1 |" in md
     assert "| base | 0 |" in md and "| checkpoint-40 | 40 |" in md
     assert "| decontaminate | 145 | 144 | contaminated:mmlu_pro: 1 |" in md
@@ -298,7 +286,7 @@ def test_missing_inputs_are_stated_never_crash(tmp_path):
     assert "### Reward and accuracy" in md and "no eval results found" in md
     made = {p.stem for p in (run / "plots").glob("*.png")}
     assert made == {"train_reward_accuracy", "train_per_discipline", "train_length_rates", "train_loss_lr",
-                    "train_letters"}  # fmt: skip
+                    "train_letters", "train_letter_collapse"}  # fmt: skip
 
 
 def test_damaged_inputs_are_reported(tmp_path, capsys):
@@ -355,14 +343,3 @@ def test_metrics_without_optional_keys(tmp_path, drop):
     assert "could not be drawn" not in md
     assert ("### Per discipline" in md) == (drop != "per_discipline")
     assert ("Training warnings" in md) == (drop != "warnings")
-
-
-def test_trained_model_is_the_last_one_eval_lists(tmp_path):
-    """wildsci eval lists base, checkpoint-N ascending, then the final save (whose step may be unknown)."""
-    from wildsci.report import RunInputs, _base_and_trained
-
-    models = [{"name": "checkpoint-2", "step": 2}, {"name": "base", "step": 0}, {"name": "final", "step": None}]
-    assert _base_and_trained(RunInputs(tmp_path, results={"models": models})) == ("base", "final")
-    only_preds = RunInputs(tmp_path, predictions=[{"model": "m0"}, {"model": "m1"}, {"model": "m0"}])
-    assert _base_and_trained(only_preds) == ("m0", "m1")
-    assert _base_and_trained(RunInputs(tmp_path)) == (None, None)

@@ -95,6 +95,7 @@ def _cmd_recipes_check(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from wildsci.evaluate import run_eval
     from wildsci.recipes import expect_kind, parse_overrides
+    from wildsci.report import write_eval_outputs
 
     expect_kind(args.recipe, "eval", RECIPE_KINDS)
     overrides = parse_overrides(extra)
@@ -102,7 +103,9 @@ def _cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         overrides["permutations"] = args.permutations
     if args.output_dir is not None:
         overrides["output_dir"] = args.output_dir
-    run_eval(args.recipe, overrides=overrides)
+    results = run_eval(args.recipe, overrides=overrides)
+    md, _ = write_eval_outputs(results.parent)
+    print(f"wildsci eval: tables in {md}")
     return 0
 
 

@@ -10,7 +10,8 @@ lighteval's own results and per-sample details. It writes, as docs/architecture.
   ``--permutations K`` the option-order robustness of every model on every task;
 - ``predictions.jsonl``: one line per model x task x question (``model, task, question_id, discipline, gold,
   pred, correct, completion_tokens``); ``permutation_predictions.jsonl`` holds the permuted copies;
-- ``results.md`` (the tables) and ``accuracy_vs_step.png`` (accuracy vs training step, one line per task).
+- ``results.md`` (the tables) and ``accuracy_vs_step.png`` (accuracy vs training step, one line per task),
+  drawn by :mod:`wildsci.report.evaluation` (``wildsci eval`` calls it after :func:`run_eval`).
 
 Why the CLI in a child process rather than lighteval's Python API: each model gets a fresh process, so its
 memory (vLLM's GPU memory especially) is returned before the next checkpoint loads; the numbers come from
@@ -504,114 +505,17 @@ def evaluate_model(
 
 
 # ------------------------------------------------------------------------------------------- outputs
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
+def ran_on(recipe: EvalRecipe, model: ModelEntry, out_dir: Path) -> dict[str, Any]:
+    """What ran where, for results.json: backend, device and dtype as given to lighteval, kit commit, versions."""
+    from wildsci.provenance import git_sha, package_versions
 
-
-def write_markdown(res: dict, skipped: dict[str, str], path: Path) -> None:
-    models, tasks = res["models"], res["tasks"]
-    lines = [
-        "# Evaluation results",
-        "",
-        "Accuracy, with the answer-extraction rate (share of answers the parser "
-        "could read a letter from) in parentheses; n = questions per task.",
-        "",
-    ]
-    n = {t: max((res["scores"][m["name"]].get(t, {}).get("n", 0) for m in models), default=0) for t in tasks}
-    lines.append("| model | step | " + " | ".join(f"{t} (n={n[t]})" for t in tasks) + " |")
-    lines.append("|---|---|" + "---|" * len(tasks))
-    for m in models:
-        cells = []
-        for t in tasks:
-            s = res["scores"][m["name"]].get(t)
-            cells.append(f"{_pct(s['accuracy'])} ({_pct(s['extraction_rate'])})" if s else "–")
-        step = "–" if m["step"] is None else str(m["step"])
-        lines.append(f"| {m['name']} | {step} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for t in tasks:
-        discs = [
-            d
-            for d in disciplines()
-            if any(d in res["scores"][m["name"]].get(t, {}).get("per_discipline", {}) for m in models)
-        ]
-        if len(discs) < 2:
-            continue
-        lines += [f"## {t}: accuracy per discipline", ""]
-        counts = {
-            d: max(res["scores"][m["name"]][t]["per_discipline"].get(d, {}).get("n", 0) for m in models) for d in discs
-        }
-        lines.append("| model | " + " | ".join(f"{d} (n={counts[d]})" for d in discs) + " |")
-        lines.append("|---|" + "---|" * len(discs))
-        for m in models:
-            per = res["scores"][m["name"]].get(t, {}).get("per_discipline", {})
-            lines.append(
-                f"| {m['name']} | " + " | ".join(_pct(per[d]["accuracy"]) if d in per else "–" for d in discs) + " |"
-            )
-        lines.append("")
-    perms = res.get("permutations")
-    if perms:
-        lines += [
-            "## Robustness to option order",
-            "",
-            "Every question asked under K seeded orders of its options. Consistency: share of questions whose "
-            "chosen option (by content) is the same under all K orders. Top letter: the most chosen letter "
-            "and its share of answers, against its share among the gold letters.",
-            "",
-            "| model | task | K | accuracy | consistency | top letter (chosen vs gold) |",
-            "|---|---|---|---|---|---|",
-        ]
-        for m in models:
-            for t in tasks:
-                p = perms.get(m["name"], {}).get(t)
-                if not p:
-                    continue
-                ld, gd = p["letter_distribution"], p["gold_letter_distribution"]
-                top = max(ld, key=ld.get) if ld else None
-                top_s = f"{top}: {_pct(ld[top])} vs {_pct(gd.get(top, 0.0))}" if top else "no readable answer"
-                lines.append(
-                    f"| {m['name']} | {t} | {p['k']} | {_pct(p['accuracy'])} | {_pct(p['consistency'])} | {top_s} |"
-                )
-        lines.append("")
-    if skipped:
-        lines += ["## Skipped tasks", ""] + [f"- {t}: {why}" for t, why in skipped.items()] + [""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-
-
-def plot_accuracy_vs_step(res: dict, path: Path) -> None:
-    """One line per task: accuracy against training step (the base model sits at step 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = res["models"]
-    stepped = [m for m in models if m["step"] is not None]
-    use_steps = len(stepped) == len(models)
-    xs = [m["step"] for m in models] if use_steps else list(range(len(models)))
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    for t in res["tasks"]:
-        scores = [res["scores"][m["name"]].get(t) for m in models]
-        pts = [(x, s["accuracy"]) for x, s in zip(xs, scores, strict=True) if s]
-        if pts:
-            n = max(s["n"] for s in scores if s)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", alpha=0.85, label=f"{t} (n={n})")
-    ax.set_xlabel("training step" if use_steps else "model")
-    if use_steps:
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    params = model_parameters(recipe, model, out_dir)
+    where = {"backend": recipe.backend, "device": params.get("device", "cuda"), "dtype": params["dtype"]}
+    if recipe.backend == "vllm":
+        where.update(tensor_parallel_size=recipe.tensor_parallel_size, data_parallel_size=recipe.data_parallel_size)
     else:
-        ax.set_xticks(xs, [m["name"] for m in models], rotation=20)
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Accuracy vs training step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+        where["num_processes"] = recipe.num_processes
+    return {**where, "git_sha": git_sha(), "versions": package_versions()}
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -623,8 +527,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- entry point
-def run_eval(recipe_path: str | Path, overrides: dict[str, Any] | None = None) -> dict:
-    """``wildsci eval RECIPE [--permutations K] [--output-dir DIR] [--key value ...]``; returns results.json."""
+def run_eval(recipe_path: str | Path, overrides: dict[str, Any] | None = None) -> Path:
+    """``wildsci eval RECIPE [--permutations K] [--output-dir DIR] [--key value ...]``; returns results.json's path."""
     from tqdm import tqdm
 
     overrides = dict(overrides or {})
@@ -681,10 +585,11 @@ def run_eval(recipe_path: str | Path, overrides: dict[str, Any] | None = None) -
             out_dir / "permutation_predictions.jsonl",
             [{**public(r), "permutation": r["_permutation"], "order": r["_order"]} for r in perm_preds],
         )
+    if skipped:
+        res["skipped"] = skipped  # results.md (wildsci.report.evaluation) lists them
+    res["ran_on"] = ran_on(recipe, models[0], out_dir)
     tmp_json = out_dir / "results.json.tmp"
     tmp_json.write_text(json.dumps(res, indent=1), encoding="utf-8")
     os.replace(tmp_json, out_dir / "results.json")
-    write_markdown(res, skipped, out_dir / "results.md")
-    plot_accuracy_vs_step(res, out_dir / "accuracy_vs_step.png")
-    print(f"wildsci eval: {len(models)} model(s) x {len(tasks)} task(s) -> {out_dir / 'results.md'}")
-    return res
+    print(f"wildsci eval: {len(models)} model(s) x {len(tasks)} task(s) -> {out_dir / 'results.json'}")
+    return out_dir / "results.json"
