@@ -18,6 +18,7 @@ from wildsci_fixtures import assert_png_nontrivial
 
 from wildsci.answers import LETTERS
 from wildsci.cli import main
+from wildsci.metrics import Guards, letter_share
 from wildsci.report import write_report
 from wildsci.taxonomy import load_taxonomy
 
@@ -62,8 +63,11 @@ def write_build_report(ds: Path) -> None:
     (ds / "README.md").write_text("---\nlicense: cc-by-4.0\n---\n# demo dataset\n")
 
 
-def metrics_rows(n_steps: int = 40, seed: int = 0) -> list[dict]:
+def metrics_rows(n_steps: int = 40, seed: int = 0, collapse_from: int | None = None) -> list[dict]:
+    """Rows of wildsci_metrics.jsonl; from step ``collapse_from`` on, the policy answers "A" to everything, and the
+    real letter guard of wildsci.metrics computes the per-step letter keys and its warnings."""
     rng = random.Random(seed)
+    guards = Guards()
     rows = []
     for step in range(1, n_steps + 1):
         p = 0.1 + 0.5 * step / n_steps  # the policy learns
@@ -83,6 +87,8 @@ def metrics_rows(n_steps: int = 40, seed: int = 0) -> list[dict]:
             g = rng.choice(LETTERS)
             gold[g] = gold.get(g, 0) + 1
             c = g if rng.random() < p else rng.choice("ABCD")
+            if collapse_from is not None and step >= collapse_from:
+                c = "A"
             letters[c] = letters.get(c, 0) + 1
         row = {
             "step": step,
@@ -102,6 +108,9 @@ def metrics_rows(n_steps: int = 40, seed: int = 0) -> list[dict]:
             "gold_letters": gold,
             "warnings": [f"step {step}: " + GUARD.format(pct=50 + step)] if 3 <= step <= 7 else [],
         }
+        row.update(letter_share(letters, gold))
+        collapse = guards.one_letter(step, row)
+        row["warnings"] += [collapse] if collapse else []
         if step == 5:
             del row["loss"]  # keys a step cannot compute are omitted (contract)
         rows.append(row)
@@ -173,7 +182,7 @@ def make_run(root: Path) -> Path:
     write_build_report(run / "dataset")
     (run / "grpo").mkdir(parents=True)
     with open(run / "grpo" / "wildsci_metrics.jsonl", "w") as fh:
-        for r in metrics_rows():
+        for r in metrics_rows(collapse_from=30):
             fh.write(json.dumps(r) + "\n")
     write_eval(run / "eval")
     stages = [
@@ -343,3 +352,89 @@ def test_metrics_without_optional_keys(tmp_path, drop):
     assert "could not be drawn" not in md
     assert ("### Per discipline" in md) == (drop != "per_discipline")
     assert ("Training warnings" in md) == (drop != "warnings")
+
+
+def test_letter_collapse_guard_is_shown(full_run):
+    """The guard's per-step keys and warnings (written by wildsci.metrics) become a figure, a table and a line."""
+    rows = [json.loads(x) for x in (full_run / "grpo" / "wildsci_metrics.jsonl").read_text().splitlines()]
+    over = [r["step"] for r in rows if r["top_letter_share"] > 0.4 and r["top_letter_excess"] > 0]
+    fired = [r["step"] for r in rows if any("onto one letter" in w for w in r["warnings"])]
+    assert over and fired and min(fired) >= 30, "the fixture collapses onto A from step 30"
+    md = (full_run / "report.md").read_text()
+    section = md.split("### Letter collapse guard", 1)[1].split("\n## ", 1)[0]
+    worst = max(rows, key=lambda r: r["top_letter_excess"])
+    row = f"| {len(rows)} | {len(over)} | A: {100 * worst['top_letter_excess']:+.1f} pt | {worst['step']} |"
+    assert row in section
+    assert f"Guard fired on {len(fired)} logged step(s), {fired[0]}–{fired[-1]}" in section
+    assert "(plots/train_letter_collapse.png)" in section
+    assert "collapsing onto one letter" in md.split("## Summary", 1)[0], "and the warning heads the report"
+
+
+def write_small_eval(ev: Path, right_before: int, right_after: int, n: int) -> None:
+    """Base and trained on the same n questions: the first k answers right, the rest wrong."""
+    ev.mkdir(parents=True)
+    models = [{"name": "base", "path": "/m/b", "step": 0}, {"name": "final", "path": "/m/f", "step": 8}]
+    preds, scores = [], {}
+    for m, k in (("base", right_before), ("final", right_after)):
+        for i in range(n):
+            pred = {"model": m, "task": "wildsci", "question_id": f"q{i}", "discipline": "Physics", "gold": "B"}
+            preds.append(pred | {"pred": "B" if i < k else "C", "correct": i < k, "completion_tokens": 40})
+        per = {"Physics": {"accuracy": k / n, "n": n}}
+        scores[m] = {"wildsci": {"accuracy": k / n, "extraction_rate": 1.0, "n": n, "per_discipline": per}}
+    (ev / "results.json").write_text(json.dumps({"models": models, "tasks": ["wildsci"], "scores": scores}))
+    (ev / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+
+
+@pytest.mark.parametrize(
+    "before,after,n,verdict",
+    [
+        (0, 5, 12, "n=12 < 30: too small to compare"),  # the issue's "+41.7 pt"
+        (12, 15, 40, "within noise (the interval spans 0)"),
+        (10, 25, 40, "a gain"),
+    ],
+)
+def test_small_or_noisy_differences_are_not_gains(tmp_path, before, after, n, verdict):
+    run = tmp_path / "run"
+    write_small_eval(run / "eval", before, after, n)
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("- **Evaluation (base → final):**"))
+    delta = 100 * (after - before) / n
+    assert f": {delta:+.1f} pt [" in line and line.endswith(f"{verdict} (paired, n={n})")
+    if verdict != "a gain":
+        assert "a gain" not in line
+    table = next(x for x in md.splitlines() if x.startswith("| final | 8 |"))
+    assert f"{100 * after / n:.1f}% [" in table and ("†" in table) == (n < 30)
+
+
+def test_planted_token_reaches_no_output(tmp_path, capsys):
+    """Tokens typed into commands, recipes and messages that a run records never reach report.md or a plot."""
+    hf, sk, bare = "hf_" + "Plant3dT0kenValue" * 2, "sk-" + "plantedOpenAIkey" * 2, "Bare" + "PlantedSecret42"
+    run = make_run(tmp_path)
+    br = json.loads((run / "dataset" / "build_report.json").read_text())
+    br["command"] = f"wildsci build recipes/data/demo.yaml --generator.api_key {sk} --push --hub_token={hf}"
+    br["recipe"]["generator"] = {"api_key": bare}
+    br["generator"] = "Qwen/Qwen2.5-32B-Instruct"
+    (run / "dataset" / "build_report.json").write_text(json.dumps(br))
+    stages = json.loads((run / "demo_stages.json").read_text())
+    stages["stages"][0]["command"] = f"HF_TOKEN={hf} wildsci build recipes/data/demo.yaml --hub-token {bare}"
+    (run / "demo_stages.json").write_text(json.dumps(stages))
+    rows = metrics_rows(8)
+    rows[3]["warnings"] = [f"step 4: push failed (Authorization: Bearer {hf}); OPENAI_API_KEY={sk} was rejected"]
+    (run / "grpo" / "wildsci_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = json.loads((run / "eval" / "results.json").read_text())
+    res["models"][1]["name"] = f"trained api_key: {bare}"  # a model name is free text too
+    res["scores"][res["models"][1]["name"]] = res["scores"].pop("checkpoint-40")
+    (run / "eval" / "results.json").write_text(json.dumps(res))
+
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr()
+    md = (run / "report.md").read_text()
+    assert "Built with `wildsci build recipes/data/demo.yaml --generator.api_key <redacted> --push" in md
+    assert "push failed" in md and "<redacted>" in md
+    outputs = [run / "report.md", *sorted((run / "plots").glob("*.png"))]
+    assert len(outputs) > 10
+    for secret in (hf, sk, bare):
+        assert secret not in out.out + out.err
+        for f in outputs:
+            assert secret.encode() not in f.read_bytes(), f"{secret[:6]}... in {f.name}"

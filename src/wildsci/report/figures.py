@@ -243,7 +243,7 @@ def letter_collapse(x: list[int], share: list[float], excess: list[float], thres
     ax = ax[0][0]
     trend(ax, x, share, w, "most frequent letter: share of answers")
     trend(ax, x, excess, w, "excess over its gold share")
-    ax.axhline(threshold, color="#d62728", ls="--", lw=1, label=f"warning threshold ({threshold:.0%} excess)")
+    ax.axhline(threshold, color="#d62728", ls="--", lw=1, label=f"guard threshold ({threshold:.0%} share)")
     ax.set(title="Letter collapse guard", xlabel=STEP_LABEL, ylabel="fraction of parsed answers")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8)

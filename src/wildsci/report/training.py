@@ -14,10 +14,9 @@ from wildsci.report import figures, stats
 from wildsci.report.inputs import RunInputs
 from wildsci.report.text import SMALL_NOTE, accuracy, difference, fmt, rel
 
-#: the letter-collapse guard's threshold: the top letter's share exceeds its gold share by more than this
-COLLAPSE_EXCESS = 0.4
-#: per-step keys of the letter-collapse guard, when ``wildsci.grpo`` logged them (else computed from the letters)
-COLLAPSE_KEYS = ("top_letter_share", "top_letter_excess")
+#: the one-letter guard of wildsci.metrics.Guards warns when a letter takes more than this share of the readable
+#: answers (over a window of steps) beyond its gold share; the report draws the line where the guard fires
+COLLAPSE_SHARE = 0.4
 SERIES = (
     "reward reward_std accuracy format_rate completion_length clipped_ratio unparseable_rate frac_reward_zero_std "
     "loss learning_rate"
@@ -48,18 +47,14 @@ def training_summary(metrics: list[dict[str, Any]]) -> str:
 
 
 def collapse_series(metrics: list[dict[str, Any]]) -> tuple[list[int], list[float], list[float]]:
-    """(steps, top letter share, its excess over the gold share): logged by the guard, else from the letters."""
+    """(steps, top letter share, its excess over the gold share) of the steps that logged them."""
     x, share, excess = [], [], []
     for m in metrics:
-        s, e = (stats.num(m.get(k)) for k in COLLAPSE_KEYS)
-        if s is None or e is None:
-            top = stats.top_letter(stats.count_dicts([m.get("letters")]), stats.count_dicts([m.get("gold_letters")]))
-            if top is None:
-                continue
-            s, e = top[1], top[1] - top[2]
-        x.append(int(m["step"]))
-        share.append(s)
-        excess.append(e)
+        s, e = stats.num(m.get("top_letter_share")), stats.num(m.get("top_letter_excess"))
+        if s is not None and e is not None:
+            x.append(int(m["step"]))
+            share.append(s)
+            excess.append(e)
     return x, share, excess
 
 
@@ -155,27 +150,33 @@ def _per_discipline(metrics: list[dict[str, Any]], disciplines: list[str], w: in
 
 
 def _collapse(metrics: list[dict[str, Any]], w: int, plots: figures.Plots) -> list[str]:
+    """The letter-collapse guard's per-step numbers (``top_letter*`` keys of wildsci_metrics.jsonl) and warnings."""
     x, share, excess = collapse_series(metrics)
     if not x:
         return []
-    over = [s for s, e in zip(x, excess, strict=True) if e > COLLAPSE_EXCESS]
+    letters = {int(m["step"]): m.get("top_letter") for m in metrics}
+    over = [s for s, sh, e in zip(x, share, excess, strict=True) if sh > COLLAPSE_SHARE and e > 0]
     worst = max(range(len(x)), key=lambda i: excess[i])
-    fig = figures.letter_collapse(x, share, excess, COLLAPSE_EXCESS, w)
-    said = [str(wn) for m in metrics for wn in m.get("warnings") or [] if "letter" in str(wn).lower()]
+    fig = figures.letter_collapse(x, share, excess, COLLAPSE_SHARE, w)
+    fired = [(steps, text) for steps, text in stats.group_warnings(metrics) if "onto one letter" in text]
     out = [
         "### Letter collapse guard",
         "",
-        f"The most frequent answer letter's share of parsed answers per step, and how far it exceeds that letter's "
-        f"share among the gold letters. Above {COLLAPSE_EXCESS:.0%} the policy answers by position, not content.",
+        "Per logged step: the most frequent answer letter's share of the readable answers, and its excess over "
+        f"that letter's share of the gold letters. The guard warns when one letter takes more than "
+        f"{COLLAPSE_SHARE:.0%} of the answers of a window of steps beyond its gold share: the policy then answers "
+        "by position, not content, and is right by chance.",
         "",
         plots.save(fig, "train_letter_collapse", "letter collapse guard"),
         "",
         markdown_table(
-            ["logged steps", f"steps with excess > {COLLAPSE_EXCESS:.0%}", "largest excess", "at step"],
-            [[len(x), len(over), f"{100 * excess[worst]:+.1f} pt", x[worst]]],
+            ["logged steps", f"steps with share > {COLLAPSE_SHARE:.0%} and excess > 0", "largest excess", "at step"],
+            [[len(x), len(over), f"{letters.get(x[worst]) or '?'}: {100 * excess[worst]:+.1f} pt", x[worst]]],
         ),
         "",
     ]
-    if said:
-        out += [f"Guard warnings about letters: {len(said)}; latest: {said[-1]}", ""]
+    for steps, text in fired:
+        out += [f"Guard fired on {len(steps)} logged step(s), {steps[0]}–{steps[-1]}; latest: {text}", ""]
+    if not fired:
+        out += ["The letter-collapse guard did not fire.", ""]
     return out
