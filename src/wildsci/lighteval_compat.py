@@ -17,6 +17,13 @@ Two problems with the stock ``lighteval`` command, and what this module does abo
    says: with an absolute model path, lighteval 0.13 writes it *inside the model folder*.
    ``eval_tasks/wildsci_tasks.py`` installs both fixes when lighteval loads it as ``--custom-tasks``, i.e.
    before the model and its cache are created, so they apply to the stock ``lighteval`` command too.
+
+3. **``lighteval endpoint litellm``** (the server backend of ``wildsci eval``): lighteval 0.13 turns on
+   LiteLLM's *disk* response cache at import -- a type that LiteLLM 1.109 removed, so the import fails
+   (``AttributeError: DISK``) -- and that cache is keyed on the model *name*, so a retrained checkpoint served
+   under the same name would get the old answers. :func:`prepare_litellm` lets the import succeed and turns
+   LiteLLM's cache off; lighteval's own weights-aware cache (2.) still caches every answer. LiteLLM's price
+   list is read from its bundled copy instead of GitHub (``LITELLM_LOCAL_MODEL_COST_MAP``).
 """
 
 from __future__ import annotations
@@ -87,6 +94,16 @@ def cache_folder_name(model_name: str) -> str:
     return model_name
 
 
+def _weights_name(model_config) -> str | None:
+    """What a model config's weights are called: ``model_name``, less a LiteLLM ``provider/`` prefix (the
+    server backend names the model ``hosted_vllm/<the folder or Hub id the server loaded>``)."""
+    name = getattr(model_config, "model_name", None)
+    provider = getattr(model_config, "provider", None)
+    if name and provider and name.startswith(f"{provider}/"):
+        return name[len(provider) + 1 :]
+    return name
+
+
 def install_weights_aware_cache() -> None:
     """Make lighteval's ``SampleCache`` key on the weights and stay inside ``cache_dir`` (idempotent).
 
@@ -101,7 +118,7 @@ def install_weights_aware_cache() -> None:
 
     def get_model_hash(self, model_config) -> str:
         base = original(self, model_config)
-        name = getattr(model_config, "model_name", None)
+        name = _weights_name(model_config)
         if not name:
             return base
         revision, subfolder = getattr(model_config, "revision", None), getattr(model_config, "subfolder", None)
@@ -112,7 +129,7 @@ def install_weights_aware_cache() -> None:
         self.model_config = model_config
         self.model_hash = self.get_model_hash(model_config)
         root = Path(os.path.expanduser(model_config.cache_dir))
-        self.cache_dir = root / cache_folder_name(model_config.model_name) / self.model_hash
+        self.cache_dir = root / cache_folder_name(_weights_name(model_config)) / self.model_hash
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.registry = None
         self.existing_indices = self._load_cached_indices()
@@ -152,14 +169,78 @@ def import_builtin_tasks_offline_safe() -> None:
         requests.get = original
 
 
+def prepare_litellm() -> None:
+    """Import lighteval's LiteLLM backend with any LiteLLM release, with LiteLLM's own response cache off.
+
+    lighteval 0.13 runs ``litellm.cache = Cache(type=LiteLLMCacheType.DISK)`` at import; LiteLLM >= 1.109 has no
+    disk cache. The missing member is aliased to the in-memory type just for that import, then the cache is
+    dropped: lighteval's :class:`SampleCache` (weights-aware, above) is the one response cache.
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+    from litellm.types.caching import LiteLLMCacheType
+
+    if "DISK" not in LiteLLMCacheType.__members__:
+        type.__setattr__(LiteLLMCacheType, "DISK", LiteLLMCacheType.LOCAL)
+    from lighteval.models.endpoints import litellm_model  # creates the cache dropped next
+
+    litellm.cache = None
+    _keep_completion_tokens(litellm_model.LiteLLMClient)
+
+
+def _keep_completion_tokens(client_cls: type) -> None:
+    """Give the LiteLLM backend's answers their generated token ids, as the transformers backend's have.
+
+    lighteval 0.13 keeps only the text of an API answer, so ``completion_tokens`` would read 0. vLLM returns
+    the ids when asked (``return_token_ids``); they are matched back to the answers by text (identical texts
+    from one greedy model are identical token sequences).
+    """
+    if getattr(client_cls.greedy_until, "_wildsci_tokens", False):
+        return
+    import litellm
+
+    ids_by_text: dict[str, list[int]] = {}
+    completion = litellm.completion
+
+    def completion_with_ids(*args, **kwargs):
+        if str(kwargs.get("model", "")).startswith("hosted_vllm/"):
+            kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), "return_token_ids": True}
+        response = completion(*args, **kwargs)
+        for choice in getattr(response, "choices", None) or []:
+            ids = getattr(choice, "token_ids", None)
+            if ids is not None and choice.message.content is not None:
+                ids_by_text[choice.message.content] = list(ids)
+        return response
+
+    from lighteval.tasks.requests import SamplingMethod
+    from lighteval.utils.cache_management import cached
+
+    uncached = client_cls.greedy_until.__wrapped__  # inside lighteval's response cache: the ids get cached too
+
+    def greedy_until_with_ids(self, docs):
+        responses = uncached(self, docs)
+        for r in responses:
+            if not r.output_tokens and r.text and all(t in ids_by_text for t in r.text):
+                r.output_tokens = [ids_by_text[t] for t in r.text]
+        return responses
+
+    wrapped = cached(SamplingMethod.GENERATIVE)(greedy_until_with_ids)
+    wrapped._wildsci_tokens = True  # type: ignore[attr-defined]
+    litellm.completion = completion_with_ids
+    client_cls.greedy_until = wrapped
+
+
 def main(argv: list[str] | None = None) -> int:
     """``wildsci-lighteval ...``: lighteval's own CLI, offline-safe, with the weights-aware response cache."""
+    args = argv if argv is not None else sys.argv[1:]
     import_builtin_tasks_offline_safe()
     install_weights_aware_cache()
+    if args[:2] == ["endpoint", "litellm"]:
+        prepare_litellm()
     from lighteval.__main__ import app
 
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="wildsci-lighteval", standalone_mode=True)
+        app(args=args, prog_name="wildsci-lighteval", standalone_mode=True)
     except SystemExit as e:  # typer exits with the command's status
         return int(e.code or 0) if not isinstance(e.code, str) else 1
     except UserError as e:
