@@ -1,20 +1,25 @@
-"""Does the CPU GRPO recipe make the embedded SmolLM2-135M-Instruct better at answering in a readable format?
+"""Does the CPU GRPO recipe make SmolLM2-135M-Instruct better on held-out science questions, without collapsing?
 
-    python bench/grpo_quality.py [--data auto|mmlu-pro|<folder>] [--n-train 96] [--n-heldout 64] [-- <grpo overrides>]
-    python bench/grpo_quality.py --data runs/abstracts_dev/dataset --resplit --n-heldout 80 -- --max_steps 48
+    HF_HUB_OFFLINE=1 python bench/grpo_quality.py                       # every setting below, one table
+    HF_HUB_OFFLINE=1 python bench/grpo_quality.py --settings recipe,g8 --permutations 3
 
-1. Data. ``auto`` uses ``runs/demo/dataset`` (train split to train, test split held out) when ``wildsci build
-   recipes/data/demo.yaml`` has produced it, else real 10-option MMLU-Pro science questions
-   (``../shared/data/benchmarks/mmlu_pro_test.jsonl``) written as a WildSci-format folder, train and held-out
-   sets disjoint. Only questions whose prompt fits ~``--max-prompt-chars`` characters are used: CPU step time
-   grows with prompt length, and the point here is the answer format, not long questions.
-2. Base policy: greedy answers to the held-out questions with the one prompt format, scored by the one parser.
-3. Training: ``accelerate launch -m wildsci.grpo --config recipes/grpo/demo_cpu.yaml`` (the recipe unchanged,
-   only the dataset and output folder overridden, plus anything after ``--``).
-4. Trained policy: the same greedy evaluation; the results go to bench/RESULTS.md with the exact command.
+Multiple-choice RL has one cheap way to raise reward: answer the most frequent letter. So every trained policy is
+reported with its letter histogram beside its accuracy, and the settings below are run side by side.
 
-Reported: extraction rate (the parser found exactly one letter), boxed rate (``\\boxed{X}``, the requested form)
-and accuracy, with counts, and an exact McNemar test on the paired extraction outcomes (same questions).
+1. Data (real, disjoint). Training: ARC-Challenge *train* (4-option questions) as a WildSci-format folder.
+   Held out: ``--n-heldout`` ARC-Challenge *test* questions (4 options, chance 25 %), seeded draw, minus any whose
+   text also appears in the training file. ARC's gold letters are spread over A-D, so a policy that answers one
+   letter cannot score above ~27 %.
+2. Base policy: greedy answers (shared prompt format, shared parser), computed once and cached in ``--work``.
+3. Each setting: ``accelerate launch -m wildsci.grpo --config recipes/grpo/demo_cpu.yaml`` with the training
+   folder, an output folder and the setting's overrides; then the same greedy evaluation. Finished settings are
+   cached in ``--work`` by their exact command and commit, so an interrupted sweep resumes where it stopped.
+4. Reported per policy: readable answers (the parser found one letter), accuracy with a 95 % Wilson interval,
+   accuracy among readable answers, the share of the most frequent letter among all held-out answers, the letter
+   histogram, an exact McNemar test on the paired per-question correctness against the base model, and with
+   ``--permutations K`` the share of questions whose chosen option (its text, not its letter) is the same under K
+   cyclic rotations of the options. Per-question outputs go to ``bench/results/grpo_quality/`` and the section
+   is rewritten after every finished setting, so a stopped sweep still leaves an honest, partial table.
 """
 
 from __future__ import annotations
@@ -22,128 +27,130 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import random
-import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from _results import markdown_table, write_section  # noqa: E402
+from _results import markdown_table, mcnemar_p, read_jsonl, start_run, wilson, write_jsonl  # noqa: E402
 
-MMLU_PRO = ROOT.parent / "shared" / "data" / "benchmarks" / "mmlu_pro_test.jsonl"
-#: MMLU-Pro subject -> (taxonomy discipline, subdomain). The subdomain is a representative one: MMLU-Pro has no
-#: finer labels, and only the discipline is used by the per-discipline metrics.
-SUBJECTS = {
-    "physics": ("Physics", "Quantum and particle physics"),
-    "chemistry": ("Chemistry", "Physical and theoretical chemistry"),
-    "biology": ("Biology", "Molecular and cell biology"),
-    "health": ("Health Sciences", "Diseases and clinical medicine"),
-    "engineering": ("Engineering", "Electrical and electronic engineering"),
-    "computer science": ("Mathematics and Computing", "Computer science and artificial intelligence"),
-}
+BENCH = ROOT.parent / "shared" / "data" / "benchmarks"
+TRAIN_FILE = BENCH / "arc_challenge_train.jsonl"
+HELDOUT_FILE = BENCH / "arc_challenge_test.jsonl"
+LETTERS = "ABCD"
+#: a policy "does not collapse" when no letter takes more than this share of held-out answers ...
+MAX_LETTER_SHARE = 0.40
+#: ... while at least this share of its answers stays readable (issue 16)
+MIN_READABLE = 0.90
+
+TITLE = "GRPO quality on CPU: settings side by side (SmolLM2-135M, ARC-Challenge)"
+#: setting -> (what it tests, overrides of demo_cpu.yaml, train on letter-balanced questions). Order = run order.
+SETTINGS: dict[str, tuple[str, list[str], bool]] = {
+    "recipe": ("demo_cpu.yaml as committed", [], False),
+    "kl": ("KL term to the base model, beta 0.04", ["--beta", "0.04"], False),
+    "balanced": ("training questions' gold letters rotated to exactly 25 % each", [], True),
+    "g8": ("8 rollouts per question (1 question x 8 per step)", ["--num_generations", "8",
+                                                                 "--per_device_train_batch_size", "8"], False),
+    "q2": ("2 questions per step (2 x 4 rollouts)", ["--per_device_train_batch_size", "8"], False),
+    "lr5e-6x32": ("lr 5e-6 for 32 steps", ["--learning_rate", "5e-6", "--max_steps", "32"], False),
+}  # fmt: skip
 
 
-def mmlu_pro_dataset(out: Path, n_train: int, n_heldout: int, max_chars: int, seed: int = 0) -> Path:
-    """Real MMLU-Pro science questions (10 options) as a WildSci-format folder: train and test disjoint."""
-    from wildsci.dataset_io import save_wildsci
+def load_mc(path: Path) -> list[dict]:
+    """The 4-option questions of a shared benchmark file (one JSON object a line)."""
+    if not path.is_file():
+        sys.exit(f"grpo_quality: {path} not found -- lay ../shared/data beside the checkout (see its README)")
+    with path.open(encoding="utf-8") as fh:  # not splitlines(): questions may contain U+2028
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [r for r in rows if len(r["options"]) == 4 and r["answer"] == LETTERS[r["answer_index"]]]
+
+
+def norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def rotate(row: dict, k: int) -> dict:
+    """The same question with its options rotated left by ``k``: option i moves to letter (i - k) mod 4."""
+    opts = row["options"][k:] + row["options"][:k]
+    return {**row, "options": opts, "answer": LETTERS[(row["answer_index"] - k) % 4], "rotation": k}
+
+
+def wildsci_rows(rows: list[dict]) -> list[dict]:
+    """Benchmark questions as WildSci rows. ARC has no subject labels: one fixed discipline, which only the
+    per-discipline training metrics read."""
     from wildsci.schema import options_dict, question_id
-    from wildsci.taxonomy import load_taxonomy
 
-    if not MMLU_PRO.is_file():
-        sys.exit(f"grpo_quality: {MMLU_PRO} not found -- build runs/demo/dataset first or pass --data <folder>")
-    tax = load_taxonomy()
-    rows = []
-    with MMLU_PRO.open(encoding="utf-8") as fh:  # not splitlines(): questions contain U+2028
-        lines = [line for line in fh if line.strip()]
-    for line in lines:
-        r = json.loads(line)
-        if r["subject"] not in SUBJECTS or len(r["options"]) != 10:
-            continue
-        if r["answer"] != "ABCDEFGHIJ"[r["answer_index"]]:  # the known upstream inconsistency (id 3983)
-            continue
-        if len(r["question"]) + sum(len(o) for o in r["options"]) > max_chars:
-            continue
-        disc, sub = SUBJECTS[r["subject"]]
-        pid = f"mmlu-pro-{r['id']}"
-        rows.append(
-            {
-                "paper_id": pid,
-                "question": r["question"],
-                "options": options_dict([str(o) for o in r["options"]]),
-                "answer": r["answer"],
-                "rationale": "",
-                "voting_type": "",  # benchmark questions were never voted on
-                "voting_answers": [],
-                "discipline": disc,
-                "nc_domain": tax.subdomain(sub).nc_domain,
-                "nc_subdomain": sub,
-                "question_id": question_id(pid, r["question"]),
-                "source_license": "MIT (MMLU-Pro)",
-                "generator_model": "none (MMLU-Pro benchmark question)",
-                "recipe_hash": "bench-grpo-quality",
-            }
-        )
-    random.Random(seed).shuffle(rows)
-    if len(rows) < n_train + n_heldout:
-        sys.exit(f"grpo_quality: only {len(rows)} MMLU-Pro questions fit --max-prompt-chars {max_chars}")
-    save_wildsci({"train": rows[:n_train], "test": rows[n_train : n_train + n_heldout]}, out)
-    return out
+    return [
+        {
+            "paper_id": f"arc-{r['id']}",
+            "question": r["question"],
+            "options": options_dict([str(o) for o in r["options"]]),
+            "answer": r["answer"],
+            "rationale": "",
+            "voting_type": "",  # benchmark questions were never voted on
+            "voting_answers": [],
+            "discipline": "Physics",
+            "nc_domain": "Physical sciences",
+            "nc_subdomain": "Condensed-matter physics",
+            "question_id": question_id(f"arc-{r['id']}", r["question"]),
+            "source_license": "CC-BY-SA-4.0 (AI2 ARC)",
+            "generator_model": "none (ARC-Challenge benchmark question)",
+            "recipe_hash": "bench-grpo-quality",
+        }
+        for r in rows
+    ]
 
 
-def resplit_by_paper(folder: Path, out: Path, n_heldout: int, seed: int = 0) -> tuple[Path, int, int]:
-    """Every split of a built dataset pooled, whole papers held out until ``n_heldout`` questions (seeded order).
+def make_data(work: Path, n_heldout: int, seed: int) -> tuple[list[dict], dict[bool, Path], int]:
+    """Held-out rows, the training folders (natural and letter-balanced gold letters), and the training count."""
+    from wildsci.dataset_io import save_wildsci
 
-    Why: a small build's own test split (10 % of the papers) is too few questions to tell a format gain from noise.
-    Papers stay on one side, as in ``wildsci build``'s own splits. Returns (folder, n_train, n_heldout).
-    """
-    from wildsci.dataset_io import load_wildsci, save_wildsci
-
-    ds = load_wildsci(str(folder))
-    rows = [dict(r) for split in sorted(ds) for r in ds[split]]
-    papers = sorted({r["paper_id"] for r in rows})
-    random.Random(seed).shuffle(papers)
-    held: set[str] = set()
-    for pid in papers:
-        if sum(r["paper_id"] in held for r in rows) >= n_heldout:
-            break
-        held.add(pid)
-    train = [r for r in rows if r["paper_id"] not in held]
-    test = [r for r in rows if r["paper_id"] in held]
-    if not train or not test:
-        sys.exit(f"grpo_quality: {folder} has {len(rows)} questions -- too few to hold {n_heldout} out")
-    save_wildsci({"train": train, "test": test}, out)
-    return out, len(train), len(test)
+    train = load_mc(TRAIN_FILE)
+    seen = {norm(r["question"]) for r in train}
+    test = [r for r in load_mc(HELDOUT_FILE) if norm(r["question"]) not in seen]
+    random.Random(seed).shuffle(test)
+    if len(test) < n_heldout:
+        sys.exit(f"grpo_quality: only {len(test)} held-out questions, asked for --n-heldout {n_heldout}")
+    heldout = [{**r, "rotation": 0} for r in test[:n_heldout]]
+    random.Random(seed).shuffle(train)
+    # balanced: rotate question i so its gold letter is LETTERS[i % 4] (same questions, same option texts)
+    balanced = [rotate(r, (r["answer_index"] - i) % 4) for i, r in enumerate(train)]
+    folders = {}
+    for is_bal, rows in ((False, train), (True, balanced)):
+        folder = work / ("train_balanced" if is_bal else "train")
+        save_wildsci({"train": wildsci_rows(rows)}, folder)
+        folders[is_bal] = folder
+    return heldout, folders, len(train)
 
 
 def evaluate(model_dir: str, rows: list[dict], max_new_tokens: int, batch_size: int) -> list[dict]:
-    """Greedy answers with the shared prompt format, scored by the shared parser."""
+    """Greedy answers with the shared prompt format, scored by the shared parser; one record per row."""
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from wildsci.answers import extract_answer
     from wildsci.prompts import build_messages
-    from wildsci.schema import options_list
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    out = []
-    for i in tqdm(range(0, len(rows), batch_size), desc=f"eval {Path(model_dir).name}"):
-        batch = rows[i : i + batch_size]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["question"]) + sum(map(len, rows[i]["options"])))
+    out: list[dict | None] = [None] * len(rows)
+    for s in tqdm(range(0, len(order), batch_size), desc=f"eval {Path(model_dir).name}"):
+        idx = order[s : s + batch_size]  # similar lengths together: less padding
         texts = [
             tok.apply_chat_template(
-                build_messages(r["question"], r["options"]), tokenize=False, add_generation_prompt=True
+                build_messages(rows[i]["question"], rows[i]["options"]), tokenize=False, add_generation_prompt=True
             )
-            for r in batch
+            for i in idx
         ]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
@@ -151,199 +158,169 @@ def evaluate(model_dir: str, rows: list[dict], max_new_tokens: int, batch_size: 
                 **enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
             )  # fmt: skip
-        for r, ids in zip(batch, gen[:, enc.input_ids.shape[1] :], strict=True):
-            text = tok.decode(ids, skip_special_tokens=True)
-            e = extract_answer(text, len(options_list(r["options"])))
-            out.append(
-                {
-                    "question_id": r["question_id"],
-                    "discipline": r["discipline"],
-                    "gold": r["answer"],
-                    "pred": e.letter,
-                    "status": e.status,
-                    "method": e.method,
-                    "correct": bool(e.ok and e.letter == r["answer"]),
-                    "completion": text,
-                }
-            )
-    return out
+        for i, ids in zip(idx, gen[:, enc.input_ids.shape[1] :], strict=True):
+            r = rows[i]
+            e = extract_answer(tok.decode(ids, skip_special_tokens=True), 4)
+            pick = (LETTERS.index(e.letter) + r["rotation"]) % 4 if e.ok else None  # original option index
+            out[i] = {
+                "id": r["id"], "rotation": r["rotation"], "gold": r["answer"], "pred": e.letter if e.ok else None,
+                "status": e.status, "correct": bool(e.ok and e.letter == r["answer"]), "pick": pick,
+            }  # fmt: skip
+    return out  # type: ignore[return-value]
 
 
-def score(results: list[dict]) -> dict:
-    n = len(results)
-    ok = sum(r["status"] == "ok" for r in results)
-    boxed = sum(r["status"] == "ok" and r["method"] == "boxed" for r in results)
-    correct = sum(r["correct"] for r in results)
-    return {"n": n, "extracted": ok, "boxed": boxed, "correct": correct}
+def summarize(recs: list[dict], base: list[dict] | None) -> dict:
+    """Every number of a table row, from the per-question records alone (the test recomputes them the same way)."""
+    main = [r for r in recs if r["rotation"] == 0]
+    n = len(main)
+    readable = sum(r["status"] == "ok" for r in main)
+    correct = sum(r["correct"] for r in main)
+    letters = Counter(r["pred"] for r in main if r["pred"])
+    top, top_n = max(sorted(letters.items()), key=lambda kv: kv[1]) if letters else ("-", 0)
+    lo, hi = wilson(correct, n)
+    s = {
+        "n": n, "readable": readable, "correct": correct, "ci": (lo, hi), "top": top, "top_n": top_n,
+        "letters": {c: letters.get(c, 0) for c in LETTERS},
+        "collapsed": top_n > MAX_LETTER_SHARE * n or readable < MIN_READABLE * n,
+    }  # fmt: skip
+    if base is not None:
+        b = {r["id"]: r["correct"] for r in base if r["rotation"] == 0}
+        s["p"] = mcnemar_p([b[r["id"]] for r in main], [r["correct"] for r in main])
+    views: dict[str, set] = {}
+    for r in recs:
+        views.setdefault(r["id"], set()).add(r["pick"])
+    if any(r["rotation"] for r in recs):
+        s["consistent"] = sum(len(v) == 1 and None not in v for v in views.values())
+    return s
 
 
-def mcnemar_p(before: list[bool], after: list[bool]) -> float:
-    """Exact two-sided McNemar p-value for paired binary outcomes."""
-    b = sum(x and not y for x, y in zip(before, after, strict=True))
-    c = sum(y and not x for x, y in zip(before, after, strict=True))
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    p = 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, p)
-
-
-def top_letter(results: list[dict]) -> str:
-    """The most frequent predicted letter and its share: a policy that answers one letter to everything has
-    learned the format, not the questions (the gold letters are spread over A-J)."""
-    preds = [r["pred"] for r in results if r["pred"]]
-    if not preds:
-        return "-"
-    letter = max(sorted(set(preds)), key=preds.count)
-    return f"{letter} {preds.count(letter)}/{len(preds)}"
-
-
-def pct(k: int, n: int) -> str:
-    return f"{k}/{n} ({100 * k / n:.0f}%)" if n else "-"
+def row_cells(name: str, desc: str, s: dict, train_min: float | None) -> list[str]:
+    n = s["n"]
+    cells = [
+        f"`{name}`", desc, f"{train_min:.1f}" if train_min is not None else "-",
+        f"{s['readable']}/{n} ({100 * s['readable'] / n:.1f}%)",
+        f"{s['correct']}/{n} ({100 * s['correct'] / n:.1f}%) [{100 * s['ci'][0]:.1f}, {100 * s['ci'][1]:.1f}]",
+        f"{s['correct']}/{s['readable']} ({100 * s['correct'] / s['readable']:.1f}%)" if s["readable"] else "-",
+        f"{s['top']} {s['top_n']}/{n} ({100 * s['top_n'] / n:.1f}%)",
+        " ".join(f"{c}:{k}" for c, k in s["letters"].items()),
+        f"{s['p']:.3g}" if "p" in s else "-",
+        "yes" if s["collapsed"] else "no",
+    ]  # fmt: skip
+    if "consistent" in s:
+        cells.append(f"{s['consistent']}/{n} ({100 * s['consistent'] / n:.1f}%)")
+    return cells
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--data", default="auto", help="auto | mmlu-pro | a WildSci-format folder (train + test splits)")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from: {', '.join(SETTINGS)}")
     ap.add_argument("--recipe", default="recipes/grpo/demo_cpu.yaml")
-    ap.add_argument("--work", default="runs/bench/grpo_quality", help="scratch folder (data, policy, evaluations)")
-    ap.add_argument("--n-train", type=int, default=96)
-    ap.add_argument("--n-heldout", type=int, default=64)
-    ap.add_argument("--max-prompt-chars", type=int, default=700)
-    ap.add_argument("--max-new-tokens", type=int, default=96, help="evaluation budget (larger than training's)")
+    ap.add_argument("--work", default="runs/bench/grpo_quality", help="scratch folder (data, policies, cache)")
+    ap.add_argument("--n-heldout", type=int, default=300)
+    ap.add_argument("--permutations", type=int, default=0, help="also evaluate K cyclic rotations of the options")
+    ap.add_argument("--max-new-tokens", type=int, default=64, help="= training's max_completion_length")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--skip-train", action="store_true", help="evaluate an existing <work>/grpo")
-    ap.add_argument("--tag", default="", help="write the results to their own RESULTS.md section (grpo_quality_TAG)")
-    ap.add_argument(
-        "--resplit",
-        action="store_true",
-        help="with --data FOLDER: pool its splits and hold out whole papers until --n-heldout questions",
-    )
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (eval, train)")
+    ap.add_argument("--jobs", type=int, default=1, help="settings trained side by side (each with --threads)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--allow-dirty", action="store_true", help="write from uncommitted code (stamped -dirty)")
     ap.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
-    args, extra = ap.parse_known_args()
-    extra = [a for a in extra if a != "--"]
+    args = ap.parse_args()
+    names = [s for s in args.settings.split(",") if s]
+    if bad := [s for s in names if s not in SETTINGS]:
+        ap.error(f"unknown setting(s) {', '.join(bad)}; known: {', '.join(SETTINGS)}")
+    if min(args.threads, args.jobs, args.n_heldout) < 1 or not 0 <= args.permutations <= 3:
+        ap.error("--threads, --jobs, --n-heldout must be >= 1; --permutations 0-3 (4 options: 3 other rotations)")
+    run = start_run(args.allow_dirty, write=not args.no_write)
     os.chdir(ROOT)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    for k, v in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(k, v)
+    import torch
 
-    from wildsci.dataset_io import load_wildsci
+    torch.set_num_threads(args.threads)
     from wildsci.models import resolve_model
 
-    if args.data == "auto":
-        data = Path("runs/demo/dataset") if (Path("runs/demo/dataset") / "data").is_dir() else None
-    elif args.data == "mmlu-pro":
-        data = None
-    else:
-        data = Path(args.data)
-    if data is None:
-        data = mmlu_pro_dataset(work / "data", args.n_train, args.n_heldout, args.max_prompt_chars)
-        data_desc = (
-            f"real MMLU-Pro 10-option questions ({', '.join(SUBJECTS)}; question+options <= {args.max_prompt_chars} "
-            f"chars), {args.n_train} train / {args.n_heldout} held-out, disjoint"
-        )
-    elif args.resplit:
-        source = data
-        data, n_tr, n_te = resplit_by_paper(source, work / "data", args.n_heldout)
-        data_desc = (
-            f"`{source}` (every split pooled; whole papers held out, seeded: {n_tr} questions to train on, "
-            f"{n_te} held out)"
-        )
-    else:
-        data_desc = f"`{data}` (train split to train, test split held out)"
-    heldout = [dict(r) for r in load_wildsci(str(data), split="test")]
-    base_model = resolve_model("embedded:smollm2-135m-instruct")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    heldout, folders, n_train = make_data(work, args.n_heldout, args.seed)
+    views = [rotate(r, k) for k in range(1, args.permutations + 1) for r in heldout]
+    eval_key = json.dumps([[r["id"] for r in heldout], args.permutations, args.max_new_tokens])
 
-    key = hashlib.sha256(
-        json.dumps([sorted(r["question_id"] for r in heldout), args.max_new_tokens]).encode()
-    ).hexdigest()[:12]
-    base_file = work / f"base_eval_{key}.json"
-    if base_file.is_file():
-        base = json.loads(base_file.read_text())
-    else:
-        t = time.time()
-        base = evaluate(base_model, heldout, args.max_new_tokens, args.batch_size)
-        base_file.write_text(json.dumps(base))
-        print(f"base evaluation: {time.time() - t:.0f}s")
+    def cached_eval(folder: Path, model: str, key: str) -> list[dict]:
+        digest = hashlib.sha256((key + eval_key).encode()).hexdigest()[:16]
+        path = folder / f"eval_{digest}.jsonl"
+        if not path.is_file():
+            t = time.time()
+            write_jsonl(path, evaluate(model, heldout + views, args.max_new_tokens, args.batch_size))
+            print(f"evaluation of {model}: {time.time() - t:.0f}s", flush=True)
+        return read_jsonl(path)
 
-    policy = work / "grpo"
-    threads = os.environ.get("OMP_NUM_THREADS") or str(len(os.sched_getaffinity(0)))
-    launch = ["--num_processes", "1", "--num_cpu_threads_per_process", threads]  # accelerate's CPU default is 1
-    train_cmd = [
-        *(
-            [str(Path(sys.executable).parent / "accelerate"), "launch", *launch]
-            if (Path(sys.executable).parent / "accelerate").is_file()
-            else [sys.executable, "-m", "accelerate.commands.launch", *launch]
-        ),
-        "-m", "wildsci.grpo", "--config", args.recipe, "--dataset_name", str(data), "--output_dir", str(policy),
-        *extra,
-    ]  # fmt: skip
-    train_s = None
-    if not args.skip_train:
-        shutil.rmtree(policy, ignore_errors=True)
-        print("+", shlex.join(train_cmd), flush=True)
-        t = time.time()
-        subprocess.run(train_cmd, check=True)
-        train_s = time.time() - t
-    t = time.time()
-    trained = evaluate(str(policy), heldout, args.max_new_tokens, args.batch_size)
-    (work / "trained_eval.json").write_text(json.dumps(trained))
-    print(f"trained evaluation: {time.time() - t:.0f}s")
-
-    sb, st = score(base), score(trained)
-    p_ext = mcnemar_p([r["status"] == "ok" for r in base], [r["status"] == "ok" for r in trained])
-    p_acc = mcnemar_p([r["correct"] for r in base], [r["correct"] for r in trained])
-    table = markdown_table(
-        ["policy", "extraction rate", "boxed rate", "accuracy", "most frequent answer"],
-        [
-            ["base SmolLM2-135M-Instruct", pct(sb["extracted"], sb["n"]), pct(sb["boxed"], sb["n"]),
-             pct(sb["correct"], sb["n"]), top_letter(base)],
-            [f"after GRPO ({Path(args.recipe).stem} recipe)", pct(st["extracted"], st["n"]), pct(st["boxed"], st["n"]),
-             pct(st["correct"], st["n"]), top_letter(trained)],
-        ],
-    )  # fmt: skip
-    from wildsci.metrics import read_metrics
-
-    recs = [r for r in read_metrics(policy / "wildsci_metrics.jsonl") if "unparseable_rate" in r]
-    dyn = ""
-    if recs:
-        k = max(1, len(recs) // 3)
-
-        def mean(key: str, rs: list[dict]) -> float:
-            vals = [r[key] for r in rs if key in r]
-            return sum(vals) / len(vals) if vals else float("nan")
-
-        dyn = (
-            f"Training rollouts (sampled, from `wildsci_metrics.jsonl`), first {k} vs last {k} logged steps of "
-            f"{len(recs)}: unparseable rate {mean('unparseable_rate', recs[:k]):.2f} -> "
-            f"{mean('unparseable_rate', recs[-k:]):.2f}, reward {mean('reward', recs[:k]):.2f} -> "
-            f"{mean('reward', recs[-k:]):.2f}, completion length {mean('completion_length', recs[:k]):.0f} -> "
-            f"{mean('completion_length', recs[-k:]):.0f} tokens, clipped ratio "
-            f"{mean('clipped_ratio', recs[:k]):.2f} -> {mean('clipped_ratio', recs[-k:]):.2f}."
-        )
-        kinds = Counter(
-            re.sub(r"\d+ logged steps", "N logged steps", w.split(": ", 1)[1])
-            for r in recs
-            for w in r.get("warnings", [])
-        )
-        if kinds:
-            dyn += "\n\nGuard warnings raised: " + "; ".join(f"{w} ({n} steps)" for w, n in sorted(kinds.items()))
-    body = (
-        f"Data: {data_desc}. Held-out answers are greedy, at most {args.max_new_tokens} new tokens, shared prompt "
-        f"format and parser. Training: `{shlex.join(train_cmd)}`"
-        + (f" ({train_s / 60:.1f} min)" if train_s else "")
-        + f".\n\n{table}\n\nPaired exact McNemar test on the same {sb['n']} questions: extraction p = {p_ext:.3g}, "
-        f"accuracy p = {p_acc:.3g}.\n\n{dyn}\n\nTorch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}."
+    accelerate = Path(sys.executable).parent / "accelerate"
+    launch = (
+        [str(accelerate), "launch"] if accelerate.is_file() else [sys.executable, "-m", "accelerate.commands.launch"]
     )
-    print(body)
-    if not args.no_write:
-        cmd = "python bench/grpo_quality.py " + shlex.join(sys.argv[1:])
-        name = "grpo_quality" + (f"_{args.tag}" if args.tag else "")
-        title = "GRPO quality on CPU (SmolLM2-135M-Instruct, demo_cpu recipe)" + (f", {args.tag}" if args.tag else "")
-        write_section(name, title, cmd, body)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # the checkout's code, as start_run checked
+
+    def train_and_eval(name: str) -> tuple[list[dict], float, list[str]]:
+        desc, overrides, balanced = SETTINGS[name]
+        out = work / name
+        cmd = [*launch, "--num_processes", "1", "--num_cpu_threads_per_process", str(args.threads),
+               "-m", "wildsci.grpo", "--config", args.recipe, "--dataset_name", str(folders[balanced]),
+               "--output_dir", str(out / "grpo"), "--save_strategy", "no", *overrides]  # fmt: skip
+        key = json.dumps([cmd[1:], run.commit, (ROOT / args.recipe).read_text()])
+        stamp = out / "train_done.json"
+        if not (stamp.is_file() and json.loads(stamp.read_text())["key"] == key):
+            print("+", shlex.join(cmd), flush=True)
+            t = time.time()
+            with open(work / f"{name}.log", "w") as log:
+                subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+            stamp.write_text(json.dumps({"key": key, "minutes": (time.time() - t) / 60}))
+        return cached_eval(out, str(out / "grpo"), key), json.loads(stamp.read_text())["minutes"], cmd
+
+    # --jobs > 1: the base evaluation and the trainings run side by side (each with --threads threads)
+    done: dict[str, tuple[list[dict], float, list[str]]] = {}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        base_job = pool.submit(cached_eval, work / "base", resolve_model("embedded:smollm2-135m-instruct"), "base")
+        jobs = {pool.submit(train_and_eval, name): name for name in names}
+        base = base_job.result()
+        for job in as_completed(jobs):
+            done[jobs[job]] = job.result()
+            done = {n: done[n] for n in names if n in done}  # table in setting order, whatever finished first
+            body = report(args, run, heldout, n_train, base, done, names)
+            print(body, flush=True)
+            if not args.no_write:
+                files = {"base.jsonl": base, **{f"{k}.jsonl": v[0] for k, v in done.items()}}
+                run.write("grpo_quality", TITLE, body, files)
+
+
+def report(args, run, heldout: list[dict], n_train: int, base: list[dict], done: dict, names: list[str]) -> str:
+    headers = ["setting", "what changes", "train min", "readable", "accuracy [95% CI]", "accuracy of readable",
+               "top letter (of all)", "letters", "p vs base (McNemar)", "collapsed"]  # fmt: skip
+    if args.permutations:
+        headers.append(f"same option under {args.permutations} rotations")
+    rows = [row_cells("base", "SmolLM2-135M-Instruct, no training", summarize(base, None), None)]
+    for name, (recs, minutes, _) in done.items():
+        rows.append(row_cells(name, SETTINGS[name][0], summarize(recs, base), minutes))
+    gold = Counter(r["answer"] for r in heldout)
+    cmds = "\n".join(f"- `{k}`: `{shlex.join(['accelerate', *v[2][1:]])}`" for k, v in done.items())
+    missing = [n for n in names if n not in done]
+    return (
+        (
+            "**Partial: " + f"{len(missing)} of {len(names)} settings not finished ({', '.join(missing)}).**\n\n"
+            if missing
+            else ""
+        )
+        + f"Held out: {len(heldout)} ARC-Challenge test questions (4 options, chance 25 %; gold letters "
+        + " ".join(f"{c}:{gold[c]}" for c in LETTERS)
+        + f"), none in the training file. Training: {n_train} ARC-Challenge train questions (4 options), recipe "
+        f"`{args.recipe}` with the overrides below. Greedy answers, at most {args.max_new_tokens} new tokens, the "
+        f"shared prompt format and parser; torch threads {args.threads} per job, {args.jobs} job(s) side by side.\n\n"
+        + markdown_table(headers, rows)
+        + f"\n\nCollapsed = some letter takes more than {MAX_LETTER_SHARE:.0%} of held-out answers, or fewer than "
+        f"{MIN_READABLE:.0%} are readable. p: exact McNemar test on per-question correctness, paired with the base "
+        f"model on the same questions. Training commands (in `{args.work}`):\n\n{cmds}\n\n"
+        f"Load: {run.load_note(args.threads)}"
+    )
 
 
 if __name__ == "__main__":
