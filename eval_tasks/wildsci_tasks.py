@@ -204,7 +204,7 @@ def task_config(spec: TaskSpec, name: str, cfg, prepared: dict) -> LightevalTask
 
 
 def build_tasks_table() -> tuple[list[LightevalTaskConfig], dict]:
-    """All task configs for the current configuration (env / ``WILDSCI_EVAL_CONFIG``).
+    """The task configs for the current configuration (env / ``WILDSCI_EVAL_CONFIG``): its ``tasks``, or all.
 
     Tasks whose source is a local file are prepared now (normalized into a content-addressed folder; limits
     applied), which reads local files only. Hub datasets are left to lighteval, which downloads them when a task
@@ -212,8 +212,11 @@ def build_tasks_table() -> tuple[list[LightevalTaskConfig], dict]:
     ``--max-samples``, or ``wildsci eval``, which downloads and slices them itself.
     """
     cfg = load_config()
+    # only the tasks of this run (``tasks`` in the config, set by ``wildsci eval``): a source the run does not use
+    # is never read, so it may be missing or damaged without failing the run
+    specs = [TASKS[t] for t in cfg.tasks] if cfg.tasks else list(TASKS.values())
     prepared, rows_by_source = {}, {}
-    for spec in TASKS.values():
+    for spec in specs:
         ref = cfg.sources.get(spec.source)
         if not (ref and is_local(ref)):
             continue
@@ -223,9 +226,9 @@ def build_tasks_table() -> tuple[list[LightevalTaskConfig], dict]:
         prepared[spec.short] = p
         if p.drops:
             logger.warning(f"{spec.name}: dropped {sum(p.drops.values())} of {p.rows_in} rows: {p.drops}")
-    table = [task_config(spec, spec.name, cfg, prepared) for spec in TASKS.values()]
+    table = [task_config(spec, spec.name, cfg, prepared) for spec in specs]
     for k in range(cfg.permutations):
-        table += [task_config(spec, perm_task_name(spec.short, k), cfg, prepared) for spec in TASKS.values()]
+        table += [task_config(spec, perm_task_name(spec.short, k), cfg, prepared) for spec in specs]
     return table, prepared
 
 

@@ -251,3 +251,15 @@ def make_slices(shared_data: Path, out: Path, n: int = 6, max_chars: int = 400) 
         paths[source] = out / name
         paths[source].write_text("".join(json.dumps(r) + "\n" for r in rows[:n]), encoding="utf-8")
     return paths
+
+
+def damaged_parquet(path: Path, rows: list[dict]) -> Path:
+    """A parquet file of ``rows`` whose first page header is overwritten: pyarrow fails with "Couldn't deserialize
+    thrift", as on a truncated download or a bad disk sector."""
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    data = bytearray(path.read_bytes())
+    data[4:40] = b"\xff" * 36  # just after the "PAR1" magic: the first column chunk's page header
+    path.write_bytes(bytes(data))
+    return path

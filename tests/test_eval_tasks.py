@@ -19,6 +19,7 @@ from eval_helpers import (
     TASKS_FILE,
     assert_no_leak,
     child_env,
+    damaged_parquet,
     decrypt_gpqa,
     gold_texts_from_file,
     gpqa_probes,
@@ -134,6 +135,53 @@ def test_bad_rows_are_dropped_and_counted(tmp_path):
     f.write_text("not json\n")
     with pytest.raises(UserError, match="line 1 is not valid JSON"):
         prepare_task(TASKS["arc_challenge"], EvalDataConfig(sources={"arc_challenge": str(f)}), cache=tmp_path)
+
+
+ARC_ROWS = [{"id": str(i), "question": f"Question {i}?", "options": ["a", "b", "c"], "answer": "B"} for i in range(4)]
+
+
+def test_damaged_parquet_is_one_line(tmp_path):
+    bad = damaged_parquet(tmp_path / "arc.parquet", ARC_ROWS)
+    with pytest.raises(UserError) as e:
+        prepare_task(TASKS["arc_challenge"], EvalDataConfig(sources={"arc_challenge": str(bad)}), cache=tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{bad}: not a readable parquet file (Couldn't deserialize thrift")
+    assert msg.endswith("-- re-download or re-export it")
+
+
+def test_damaged_parquet_through_wildsci_eval_is_one_line(tmp_path, capsys):
+    """Found before any model loads: the parent checks the run's local sources."""
+    from wildsci.cli import main
+
+    bad = damaged_parquet(tmp_path / "arc.parquet", ARC_ROWS)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({"output_dir": str(tmp_path / "out"), "base": "tiny:qwen2",
+                                  "tasks": ["arc_challenge"], "sources": {"arc_challenge": str(bad)}}))  # fmt: skip
+    assert main(["eval", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"wildsci: error: {bad}: not a readable parquet file")
+    assert not (tmp_path / "out" / "lighteval").exists(), "no model was run"
+
+
+def test_task_table_reads_only_the_sources_of_the_runs_tasks(monkeypatch, tmp_path):
+    """``wildsci eval --tasks [arc_challenge]`` must not fail on the missing or damaged source of another task."""
+    arc = tmp_path / "arc.jsonl"
+    arc.write_text("".join(json.dumps(r) + "\n" for r in ARC_ROWS))
+    sources = {
+        "arc_challenge": str(arc),
+        "scieval": str(tmp_path / "absent.jsonl"),
+        "mmlu_pro": str(damaged_parquet(tmp_path / "mmlu.parquet", ARC_ROWS)),
+    }
+    config = tmp_path / "eval_config.json"
+    config.write_text(json.dumps({"sources": sources, "tasks": ["arc_challenge"], "permutations": 1}))
+    env = {"WILDSCI_EVAL_CONFIG": str(config), "WILDSCI_EVAL_DATA_CACHE": str(tmp_path / "cache")}
+    mod = load_tasks_module(monkeypatch, **env)
+    assert [c.name for c in mod.TASKS_TABLE] == ["wildsci:arc_challenge", "wildsci_perm:arc_challenge:0"]
+    assert list(mod.PREPARED) == ["arc_challenge"] and mod.PREPARED["arc_challenge"].n == 4
+    # a hand-run lighteval (no task list: every task) reads every configured source, and says which one is broken
+    config.write_text(json.dumps({"sources": sources}))
+    with pytest.raises(UserError, match="mmlu.parquet: not a readable parquet file"):
+        load_tasks_module(monkeypatch, **env)
 
 
 def test_prepared_folder_follows_content_and_limit_is_a_stable_sample(shared_data, tmp_path):

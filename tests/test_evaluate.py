@@ -20,6 +20,7 @@ import pytest
 import yaml
 from eval_helpers import (
     assert_no_leak,
+    damaged_parquet,
     decrypt_gpqa,
     gold_texts_from_file,
     gpqa_probes,
@@ -65,7 +66,12 @@ def matrix(shared_data, tmp_path_factory):
         base="tiny:qwen2",
         trained=str(run),
         tasks=["wildsci", "arc_challenge"],
-        sources={"wildsci": str(ds), "arc_challenge": str(slices["arc_challenge"])},
+        sources={  # the sources of tasks this run does not ask for may be missing or damaged (issue 15.11)
+            "wildsci": str(ds),
+            "arc_challenge": str(slices["arc_challenge"]),
+            "scieval": str(tmp / "absent.jsonl"),
+            "mmlu_pro": str(damaged_parquet(tmp / "mmlu_pro.parquet", [{"question": "q", "options": ["a", "b"]}])),
+        },
         max_samples=6,
         max_new_tokens=8,
         device="cpu",
@@ -85,7 +91,10 @@ def test_results_json_follows_the_contract(matrix):
     res = json.loads((matrix["out"] / "results.json").read_text())
     assert [(m["name"], m["step"]) for m in res["models"]] == [("base", 0), ("checkpoint-5", 5)]
     assert all(Path(m["path"]).is_dir() for m in res["models"])
-    assert res["tasks"] == ["wildsci", "arc_challenge"]
+    assert res["tasks"] == ["wildsci", "arc_challenge"] and "skipped" not in res
+    ran = res["ran_on"]  # what ran where (issue 15.3)
+    assert (ran["backend"], ran["device"], ran["dtype"], ran["num_processes"]) == ("transformers", "cpu", "float32", 1)
+    assert ran["versions"]["lighteval"] and ran["git_sha"]
     for m in res["models"]:
         for t in res["tasks"]:
             s = res["scores"][m["name"]][t]

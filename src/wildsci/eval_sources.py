@@ -373,7 +373,9 @@ class EvalDataConfig:
     ``limits``: task short name -> number of questions (a deterministic, hash-ordered sample, so the same slice
     is used for every model); ``permutations``: K permuted copies of every task (``wildsci_perm:<task>:<k>``);
     ``max_new_tokens``: the tasks' generation budget (lighteval's transformers backend takes it from the task, not
-    from the model's ``generation_parameters``, so it has to live here).
+    from the model's ``generation_parameters``, so it has to live here); ``tasks``: the task short names a run
+    uses (``wildsci eval`` sets it) -- only their sources are read, so a source the run does not need can be
+    missing or broken; empty means every task.
     """
 
     sources: dict[str, str] = field(default_factory=dict)
@@ -382,9 +384,11 @@ class EvalDataConfig:
     limits: dict[str, int] = field(default_factory=dict)
     permutations: int = 0
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    tasks: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
+            "tasks": self.tasks,
             "sources": self.sources,
             "splits": self.splits,
             "revisions": self.revisions,
@@ -439,6 +443,9 @@ def load_config(environ: dict[str, str] | None = None) -> EvalDataConfig:
     bad = [t for t in cfg.limits if t not in TASKS]
     if bad:
         raise UserError(f"unknown eval task(s) in limits: {sorted(bad)} -- known: {', '.join(TASKS)}")
+    bad = [t for t in cfg.tasks if t not in TASKS]
+    if bad:
+        raise UserError(f"unknown eval task(s) in tasks: {sorted(bad)} -- known: {', '.join(TASKS)}")
     return cfg
 
 
@@ -470,9 +477,14 @@ def _read_file(path: Path) -> list[dict]:
         if suffix == ".csv":
             return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
         if suffix == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist()
+            try:
+                return pq.read_table(path).to_pylist()
+            except (pa.ArrowException, OSError) as e:  # e.g. "Couldn't deserialize thrift": a damaged page
+                msg = f"{path}: not a readable parquet file ({first_line(e)}) -- re-download or re-export it"
+                raise UserError(msg) from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text -- save it as UTF-8") from None
     raise UserError(f"{path}: unsupported file type {suffix!r} -- use .jsonl, .json, .csv or .parquet")
@@ -487,7 +499,13 @@ def read_rows(source: Source, ref: str, split: str | None = None, revision: str 
         if (p / "data").is_dir():
             from wildsci.dataset_io import load_wildsci
 
-            return load_wildsci(str(p), split=split or "test").to_list()
+            try:
+                return load_wildsci(str(p), split=split or "test").to_list()
+            except UserError:
+                raise
+            except Exception as e:  # datasets/pyarrow raise many types for a damaged or partial folder
+                msg = f"{p}: cannot read the dataset ({first_line(e)}) -- rebuild it or point at a file"
+                raise UserError(msg) from None
         if (p / "test.jsonl").is_file():
             return _read_file(p / "test.jsonl")
         raise UserError(f"{p}: folder has no data/*.parquet (WildSci layout) or test.jsonl -- point at a file")

@@ -56,6 +56,7 @@ from wildsci.eval_sources import (
     is_local,
     normalize,
     perm_task_name,
+    prepare_task,
     read_rows,
 )
 from wildsci.prompts import SYSTEM_PROMPT
@@ -235,6 +236,10 @@ def _data_config(recipe: EvalRecipe, tmp: Path) -> tuple[EvalDataConfig, list[st
                 continue
             raise UserError(f"task {t}: source {ref} not found -- fix 'sources.{src}' or set missing_sources: skip")
         tasks.append(t)
+    cfg.tasks = list(tasks)  # lighteval's task file then reads only these tasks' sources
+    for t in tasks:  # a damaged local file fails here, in one line, before any model loads
+        if (ref := cfg.sources.get(TASKS[t].source)) and is_local(ref):
+            prepare_task(TASKS[t], cfg)
     # Hub sources with a sample size: lighteval cannot slice them, so normalize the whole source locally once.
     for src in sorted({TASKS[t].source for t in tasks if t in cfg.limits}):
         ref = cfg.sources.get(src, SOURCES[src].hub_repo)
