@@ -3,16 +3,27 @@
 It picks a question through the discipline / subdomain / question dropdowns, presses "Ask the model" with
 side-by-side on, waits for both streamed answers and checks the verdicts shown against the dataset's gold
 answer and :func:`wildsci.answers.extract_answer` of the text on the page. A screenshot is saved to
-``tests/artifacts/space.png``. ``make test`` installs chromium (``make browser``); without it the test skips.
+``tests/artifacts/space.png``.
+
+It also looks at what a person sees: the page's emoji (🔬 in the title, 🎲 on a button, ✅ in the status)
+must be drawn in colour. Without an emoji font chromium draws them as grey boxes; ``make browser`` installs
+chromium and Debian's ``fonts-noto-color-emoji``. Without chromium or playwright the tests skip locally and fail
+in CI (``conftest.require``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
-from space_harness import shared_space
+from conftest import require
+from PIL import Image
+from space_harness import server
+from wildsci_fixtures import assert_png_nontrivial
 
 from wildsci.answers import extract_answer
 from wildsci.dataset_io import load_wildsci
@@ -30,20 +41,20 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium (make browser)"),
-]
+#: share of saturated pixels in a drawn emoji (measured with Noto Color Emoji: 🔬 0.13, 🎲 0.03, ✅ 0.65);
+#: a missing-glyph box or a monochrome fallback glyph is grey or black: 0
+MIN_COLOURFUL = 0.01
 
-
-@pytest.fixture(scope="module")
-def server():
-    return shared_space()  # one server for the Space's API, browser and load tests
+pytestmark = pytest.mark.browser
+__all__ = ["server"]  # the shared-server fixture, imported from the harness
 
 
 @pytest.fixture()
 def page(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    require(CHROMIUM.exists(), f"needs Debian chromium at {CHROMIUM} (make browser)")
+    require(importlib.util.find_spec("playwright") is not None, "the playwright package is not installed")
+    from playwright import sync_api
+
     with sync_api.sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),  # a fresh user-data-dir
@@ -63,6 +74,34 @@ def page(tmp_path):
 def _choose(page, dropdown_id: str, label: str) -> None:
     page.click(f"#{dropdown_id} input")
     page.click(f"#{dropdown_id} li[role=option][aria-label={label!r}]")
+
+
+def _emoji_box(page, selector: str, emoji: str) -> dict:
+    """The on-page box of the first ``emoji`` drawn inside ``selector`` (a DOM Range over its characters)."""
+    box = page.evaluate(
+        """([sel, emoji]) => {
+            const walker = document.createTreeWalker(document.querySelector(sel), NodeFilter.SHOW_TEXT);
+            for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+                const i = n.data.indexOf(emoji);
+                if (i < 0) continue;
+                const r = document.createRange();
+                r.setStart(n, i);
+                r.setEnd(n, i + emoji.length);
+                const b = r.getBoundingClientRect();
+                return {x: b.x + window.scrollX, y: b.y + window.scrollY, width: b.width, height: b.height};
+            }
+            return null;
+        }""",
+        [selector, emoji],
+    )
+    assert box and box["width"] > 4 and box["height"] > 4, f"{emoji} not found (or not drawn) in {selector}"
+    return box
+
+
+def _colourful(png: bytes) -> float:
+    """Share of pixels with a saturated colour (max-min channel spread over 60)."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    return float(((rgb.max(axis=2) - rgb.min(axis=2)) > 60).mean())
 
 
 def _verdict_ok(verdict: str, text: str, gold: str) -> None:
@@ -109,6 +148,23 @@ def test_pick_a_question_ask_and_see_the_verdict_in_chromium(server, page):
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "space.png"), full_page=True)
+    assert_png_nontrivial(ARTIFACTS / "space.png")
+
+
+def test_emoji_are_drawn_in_colour_not_as_boxes(server, page):
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.wait_for_selector("#ask-btn")
+    page.click("#ask-btn")  # the status line gets its ✅ when the answer is in
+    page.wait_for_function("document.querySelector('#status').innerText.includes('answered in')")
+    seen = {}
+    for selector, emoji in (("h1", "🔬"), ("#random-btn", "🎲"), ("#status", "✅")):
+        box = _emoji_box(page, selector, emoji)
+        seen[emoji] = _colourful(page.screenshot(clip=box, full_page=True))
+    grey = {e: round(v, 3) for e, v in seen.items() if v < MIN_COLOURFUL}
+    assert not grey, (
+        f"emoji drawn without colour (share of coloured pixels {grey}): the browser has no emoji font -- "
+        "install Debian's fonts-noto-color-emoji (make browser)"
+    )
 
 
 def test_own_question_and_bad_input_in_chromium(server, page):
