@@ -52,16 +52,6 @@ QWEN25_15B = dict(
     rms_norm_eps=1e-6,
     tie_word_embeddings=True,
 )
-TINY = dict(
-    vocab_size=1024,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    tie_word_embeddings=True,
-)
 #: recipe keys that change what is computed or how fast; the rest (paths, logging, data, rewards) do not apply
 SPEED_KEYS = {
     "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "generation_batch_size",
@@ -108,13 +98,26 @@ def load_tokenizer(folder: Path):
     return PreTrainedTokenizerFast.from_pretrained(folder)
 
 
-def prompts(n: int, length: int, vocab: int, seed: int = 0):
+def prompts(n: int, length: int, words: list[str], seed: int = 0):
+    """``n`` prompts of ``length`` words, each word one token of the model's tokenizer."""
     from datasets import Dataset
 
     rng = random.Random(seed)
-    return Dataset.from_dict(
-        {"prompt": [" ".join(f"t{rng.randrange(2, vocab)}" for _ in range(length)) for _ in range(n)]}
-    )
+    return Dataset.from_dict({"prompt": [" ".join(rng.choice(words) for _ in range(length)) for _ in range(n)]})
+
+
+def smoke_model(folder: Path):
+    """The CPU smoke run's model: the kit's tiny Qwen2 (:mod:`wildsci.testing.tiny_model`), and its one-token
+    words (byte-level BPE entries for a space plus letters), so a prompt of N words is N tokens."""
+    from transformers import AutoTokenizer
+
+    from wildsci.testing.tiny_model import build_tiny_qwen2
+
+    if not (folder / "config.json").is_file():
+        build_tiny_qwen2(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    words = sorted(t[1:] for t in tok.get_vocab() if t.startswith("\u0120") and t[1:].isalpha())
+    return folder, tok, words
 
 
 def random_reward(completions, **kwargs):
@@ -157,9 +160,11 @@ def run_one(args) -> dict:
 
     smoke = args.cpu_smoke
     cuda = torch.cuda.is_available() and not smoke
-    shape = TINY if smoke else QWEN25_15B
-    model_dir = build_model(Path(args.work) / ("model-tiny" if smoke else "model-qwen2.5-1.5b-shape"), shape,
-                            "cuda" if cuda else "cpu")  # fmt: skip
+    if smoke:
+        model_dir, tokenizer, words = smoke_model(Path(args.work) / "model-tiny-qwen2")
+    else:
+        model_dir = build_model(Path(args.work) / "model-qwen2.5-1.5b-shape", QWEN25_15B, "cuda" if cuda else "cpu")
+        tokenizer, words = load_tokenizer(model_dir), [f"t{i}" for i in range(2, QWEN25_15B["vocab_size"])]
     cfg = variant_config(args.one, args.recipe, args.completion_len, smoke)
     recipe_dtype = cfg.pop("dtype", "bfloat16")
     dtype = recipe_dtype if cuda else "float32"  # CPU smoke: bf16 matmuls are slow on CPU
@@ -202,8 +207,8 @@ def run_one(args) -> dict:
         model=str(model_dir),
         reward_funcs=random_reward,
         args=config,
-        train_dataset=prompts(n_prompts, args.prompt_len, shape["vocab_size"]),
-        processing_class=load_tokenizer(model_dir),
+        train_dataset=prompts(n_prompts, args.prompt_len, words),
+        processing_class=tokenizer,
         callbacks=[timer],
     )
     if cuda:
@@ -246,6 +251,7 @@ def main() -> None:
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny shape on CPU (16+16 tokens): checks the script")
     ap.add_argument("--work", default=str(ROOT / "runs/bench/grpo_throughput"))
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    ap.add_argument("--allow-dirty", action="store_true", help="write from uncommitted code (stamped -dirty)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -258,10 +264,11 @@ def main() -> None:
         return
 
     import torch
-    from _results import machine, markdown_table, write_section
+    from _results import machine, markdown_table, start_run
 
     if not args.cpu_smoke and not torch.cuda.is_available():
         sys.exit("grpo_throughput: no GPU found -- run it on a GPU machine, or use --cpu-smoke to check the script")
+    run = start_run(args.allow_dirty, write=not args.no_write)
     results, notes = [], []
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if name not in VARIANTS:
@@ -304,7 +311,7 @@ def main() -> None:
          "other steps s", "completion tok/s", "mean completion len", "peak GPU GiB", "speed-up vs stock"],
         rows,
     )  # fmt: skip
-    shape = "tiny (CPU smoke)" if args.cpu_smoke else "Qwen2.5-1.5B shape, random init, bf16"
+    shape = "tiny Qwen2 of wildsci.testing (CPU smoke)" if args.cpu_smoke else "Qwen2.5-1.5B shape, random init, bf16"
     body = (
         f"Workload: {shape}; {args.prompt_len}-token prompts, {args.completion_len}-token completions (fixed), "
         f"8 rollouts per prompt; recipe `{args.recipe}`.\n\n{table}\n"
@@ -319,10 +326,9 @@ def main() -> None:
             "GPU to fill this section; the issue's reference for stock TRL 1.16 on one H100 is 43.9 s/step, 1,485 "
             "completion tok/s, 41.4 GiB.\n"
         )
+    body += f"\nLoad: {run.load_note(own_threads=torch.get_num_threads())}\n"
     if not args.no_write:
-        name = "grpo_throughput"
-        cmd = "python bench/grpo_throughput.py " + " ".join(sys.argv[1:])
-        write_section(name, f"GRPO throughput ({'CPU smoke' if args.cpu_smoke else machine()})", cmd, body)
+        run.write("grpo_throughput", f"GRPO throughput ({'CPU smoke' if args.cpu_smoke else machine()})", body)
 
 
 if __name__ == "__main__":

@@ -171,10 +171,15 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 25_000, 50_000, 100_000])
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size, print JSON
     ap.add_argument("--no-write", action="store_true", help="print the table, do not touch bench/RESULTS.md")
+    ap.add_argument("--allow-dirty", action="store_true", help="write from uncommitted code (stamped -dirty)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_size(args.one)))
         return
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _results import markdown_table, start_run
+
+    run = start_run(args.allow_dirty, write=not args.no_write)
     if not MMLU.is_file():
         print(f"note: {MMLU} not found: decontamination runs against no benchmark", file=sys.stderr)
     results = []
@@ -187,9 +192,6 @@ def main() -> None:
             f"peak RSS {res['peak_rss_mb']:.0f} MB",
             flush=True,
         )
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _results import markdown_table, write_section
 
     stages = list(results[0]["stage_q_per_min"])
     headers = [
@@ -232,17 +234,11 @@ def main() -> None:
         "streamed in batches of 2,048; what grows is the near-duplicate index (12 bands x 12 bytes + the 512-byte "
         "MinHash signature per kept question) plus a word-hash cache bounded at 262k words -- the MinHashLSH dict "
         "storage it replaces cost ~2.5 kB per question. "
-        "Each size runs in a fresh process, single-threaded. The machine was shared with other jobs (1-minute load "
-        f"average {', '.join(str(r['load_avg'][0]) for r in results)} at the start of each size, on 2 cores), so "
-        "the rates are lower bounds of what an idle 2-core machine gives."
+        "Each size runs in a fresh process, single-threaded; 1-minute load average at the start of each size: "
+        f"{', '.join(str(r['load_avg'][0]) for r in results)}.\n\nLoad: {run.load_note(own_threads=1)}"
     )
     if not args.no_write:
-        write_section(
-            "nonllm_stages",
-            "Builder: non-LLM stages (parse, shuffle, validate, dedup, decontaminate)",
-            "HF_HUB_OFFLINE=1 .venv/bin/python bench/nonllm_stages.py",
-            body,
-        )
+        run.write("nonllm_stages", "Builder: non-LLM stages (parse, shuffle, validate, dedup, decontaminate)", body)
         print("wrote bench/RESULTS.md section nonllm_stages")
 
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from _results import markdown_table, write_section  # noqa: E402
+from _results import markdown_table, start_run  # noqa: E402
 
 from wildsci.llm import BackendConfig, CallCache, ChatRequest, make_client  # noqa: E402
 
@@ -242,8 +242,10 @@ def main() -> None:
     )
     ap.add_argument("--repeats", type=int, default=2, help="runs per cell; the best is reported")
     ap.add_argument("--no-write", action="store_true", help="print only; do not touch bench/RESULTS.md")
+    ap.add_argument("--allow-dirty", action="store_true", help="write from uncommitted code (stamped -dirty)")
     ap.add_argument("--no-serve", action="store_true", help="skip the `transformers serve` (embedded model) profile")
     args = ap.parse_args()
+    run = start_run(args.allow_dirty, write=not args.no_write)
     scale = 0.25 if args.quick else 1.0
     instant = {c: int(n * scale) for c, n in {1: 1000, 8: 2000, 32: 2000}.items()}
     rows = measure("instant", instant, args.repeats)
@@ -272,8 +274,8 @@ def main() -> None:
             "at real completion latencies. `transformers serve`: a real OpenAI-compatible server (transformers' own) "
             "with the embedded SmolLM2-135M on these CPU cores, 8-token greedy completions, best of 2 runs per cell."
         )
-        cmd = "python bench/synthesis_throughput.py" + (" --quick" if args.quick else "")
-        write_section("synthesis_throughput", "Synthesis client throughput (issue 8)", cmd, body)
+        body += f"\n\nLoad: {run.load_note(own_threads=2)}"
+        run.write("synthesis_throughput", "Synthesis client throughput (issue 8)", body)
         print("wrote bench/RESULTS.md")
 
 
