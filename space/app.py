@@ -127,6 +127,18 @@ class SpaceState:
         yield frame(status)
 
 
+class CheckedSlider(gr.Slider):
+    """A slider whose range the handler checks (:func:`config.check_number`), so an out-of-range value sent
+    through the API gets the one-line status message like any bad input. Gradio's own check (gradio 6.31)
+    prints a traceback to the Space's log for every such request."""
+
+    def get_block_name(self) -> str:
+        return "slider"  # the same front-end component
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
+
+
 def _error_frame(msg: str) -> tuple:
     msg = scrub(msg)
     gr.Warning(msg)
@@ -179,8 +191,12 @@ def build_app(cfg: SpaceConfig | None = None, state: SpaceState | None = None) -
             compare = gr.Checkbox(
                 value=st.base is not st.finetuned, label="Side by side: base vs finetuned", elem_id="compare"
             )
-            max_new = gr.Slider(1, cfg.max_new_tokens_limit, value=cfg.max_new_tokens, step=1, label="Max new tokens")
-            temp = gr.Slider(0.0, MAX_TEMPERATURE, value=cfg.temperature, step=0.05, label="Temperature (0 = greedy)")
+            max_new = CheckedSlider(
+                1, cfg.max_new_tokens_limit, value=cfg.max_new_tokens, step=1, label="Max new tokens"
+            )
+            temp = CheckedSlider(
+                0.0, MAX_TEMPERATURE, value=cfg.temperature, step=0.05, label="Temperature (0 = greedy)"
+            )
 
         with gr.Tabs(selected="browse" if bank else "own"):
             with gr.Tab("Browse WildSci", id="browse", visible=bank is not None):
