@@ -211,6 +211,48 @@ def row_cells(name: str, desc: str, s: dict, train_min: float | None) -> list[st
     return cells
 
 
+def code_key(commit: str) -> str:
+    """What a cached policy or evaluation depends on: the kit's code (git tree of src/) and this file's data and
+    evaluation functions. A commit that changes only the report reuses them; a dirty tree never does."""
+    import inspect
+
+    tree = subprocess.run(["git", "rev-parse", "HEAD:src"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    here = "".join(inspect.getsource(f) for f in (load_mc, rotate, wildsci_rows, make_data, evaluate))
+    dirty = f"{commit}@{time.time()}" if commit.endswith("-dirty") or commit == "unknown" else ""
+    return hashlib.sha256(f"{tree}\0{here}\0{dirty}".encode()).hexdigest()[:16]
+
+
+def verdict(base: dict, trained: dict[str, dict], n_heldout: int) -> str:
+    """What the table shows, in words derived from its numbers (no claim the numbers do not carry)."""
+    n = base["n"]
+    lines = []
+    ok = [k for k, s in trained.items() if not s["collapsed"]]
+    better = [k for k, s in trained.items() if s["correct"] > base["correct"] and s["p"] < 0.05]
+    fmt = ", ".join(f"`{k}` {100 * s['readable'] / n:.0f}%" for k, s in trained.items())
+    lines.append(f"Answer format: base {100 * base['readable'] / n:.0f}% readable; trained: {fmt}.")
+    if better:
+        lines.append("Accuracy above the base model at p < 0.05: " + ", ".join(f"`{k}`" for k in better) + ".")
+    else:
+        lines.append(
+            f"No setting answers more of the {n_heldout} held-out questions correctly than the base model at "
+            "p < 0.05, so no accuracy gain is claimed: what GRPO on CPU teaches this 135M model here is the answer "
+            "format; whether it learns science is not shown by these runs."
+        )
+    if ok:
+        best = max(ok, key=lambda k: (trained[k]["correct"], -trained[k]["top_n"]))
+        lines.append(
+            f"Not collapsed (every letter <= {MAX_LETTER_SHARE:.0%} of answers, >= {MIN_READABLE:.0%} readable): "
+            + ", ".join(f"`{k}`" for k in ok)
+            + f"; the most accurate of them is `{best}`."
+        )
+    else:
+        lines.append(
+            f"Every trained setting collapsed (a letter above {MAX_LETTER_SHARE:.0%} of answers or fewer than "
+            f"{MIN_READABLE:.0%} readable)."
+        )
+    return " ".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from: {', '.join(SETTINGS)}")
@@ -244,7 +286,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     heldout, folders, n_train = make_data(work, args.n_heldout, args.seed)
     views = [rotate(r, k) for k in range(1, args.permutations + 1) for r in heldout]
-    eval_key = json.dumps([[r["id"] for r in heldout], args.permutations, args.max_new_tokens])
+    eval_key = json.dumps([[r["id"] for r in heldout], args.permutations, args.max_new_tokens, code_key(run.commit)])
 
     def cached_eval(folder: Path, model: str, key: str) -> list[dict]:
         digest = hashlib.sha256((key + eval_key).encode()).hexdigest()[:16]
@@ -267,7 +309,7 @@ def main() -> None:
         cmd = [*launch, "--num_processes", "1", "--num_cpu_threads_per_process", str(args.threads),
                "-m", "wildsci.grpo", "--config", args.recipe, "--dataset_name", str(folders[balanced]),
                "--output_dir", str(out / "grpo"), "--save_strategy", "no", *overrides]  # fmt: skip
-        key = json.dumps([cmd[1:], run.commit, (ROOT / args.recipe).read_text()])
+        key = json.dumps([cmd[1:], code_key(run.commit), (ROOT / args.recipe).read_text()])
         stamp = out / "train_done.json"
         if not (stamp.is_file() and json.loads(stamp.read_text())["key"] == key):
             print("+", shlex.join(cmd), flush=True)
@@ -298,9 +340,10 @@ def report(args, run, heldout: list[dict], n_train: int, base: list[dict], done:
                "top letter (of all)", "letters", "p vs base (McNemar)", "collapsed"]  # fmt: skip
     if args.permutations:
         headers.append(f"same option under {args.permutations} rotations")
-    rows = [row_cells("base", "SmolLM2-135M-Instruct, no training", summarize(base, None), None)]
-    for name, (recs, minutes, _) in done.items():
-        rows.append(row_cells(name, SETTINGS[name][0], summarize(recs, base), minutes))
+    sb = summarize(base, None)
+    trained = {name: summarize(recs, base) for name, (recs, _, _) in done.items()}
+    rows = [row_cells("base", "SmolLM2-135M-Instruct, no training", sb, None)]
+    rows += [row_cells(name, SETTINGS[name][0], trained[name], done[name][1]) for name in done]
     gold = Counter(r["answer"] for r in heldout)
     cmds = "\n".join(f"- `{k}`: `{shlex.join(['accelerate', *v[2][1:]])}`" for k, v in done.items())
     missing = [n for n in names if n not in done]
@@ -318,7 +361,9 @@ def report(args, run, heldout: list[dict], n_train: int, base: list[dict], done:
         + markdown_table(headers, rows)
         + f"\n\nCollapsed = some letter takes more than {MAX_LETTER_SHARE:.0%} of held-out answers, or fewer than "
         f"{MIN_READABLE:.0%} are readable. p: exact McNemar test on per-question correctness, paired with the base "
-        f"model on the same questions. Training commands (in `{args.work}`):\n\n{cmds}\n\n"
+        f"model on the same questions.\n\n{verdict(sb, trained, len(heldout)) if trained else ''}\n\n"
+        f"Training commands (in `{args.work}`; train minutes are wall time on a machine shared as below):\n\n"
+        f"{cmds}\n\n"
         f"Load: {run.load_note(args.threads)}"
     )
 
