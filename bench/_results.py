@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Sequence
@@ -190,6 +191,21 @@ def section_name(name: str) -> str:
     return name
 
 
+def _dirty_besides_outputs() -> bool:
+    """Uncommitted changes to tracked files other than the benchmarks' own outputs (RESULTS.md, results/)?
+
+    Why: one benchmark's written section must not make the next benchmark on the same checkout refuse to run.
+    """
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/RESULTS.md", ":!bench/results"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return out.returncode != 0 or bool(out.stdout.strip())
+
+
 def start_run(allow_dirty: bool = False, write: bool = True) -> Run:
     """Stamp a run before it spends any CPU; refuse (one line) to write results from code that is not committed.
 
@@ -199,6 +215,8 @@ def start_run(allow_dirty: bool = False, write: bool = True) -> Run:
     import wildsci
 
     commit = git_sha(cwd=ROOT)
+    if is_dirty(commit) and commit != "unknown" and not _dirty_besides_outputs():
+        commit = commit.removesuffix("-dirty")  # only earlier benchmark outputs changed: the code is the commit's
     code = Path(wildsci.__file__).resolve()
     if write and not allow_dirty:
         if is_dirty(commit):

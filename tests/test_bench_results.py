@@ -111,6 +111,19 @@ def test_refuses_to_write_from_a_dirty_tree(tmp_path):
     assert not (repo / "bench" / "RESULTS.md").exists()
 
 
+def test_earlier_results_do_not_make_the_tree_dirty(tmp_path):
+    """A section written by one benchmark must not stop the next one on the same checkout."""
+    repo = _script_copy(tmp_path)
+    (repo / "bench" / "RESULTS.md").write_text("# Benchmark results\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "add", "bench/RESULTS.md"], check=True)
+    subprocess.run([*git, "commit", "-qm", "results"], check=True)
+    (repo / "bench" / "RESULTS.md").write_text("# Benchmark results\n\nnew section\n")
+    out = _run(repo)
+    assert "uncommitted changes" not in out.stderr, out.stderr
+    assert "wildsci is imported from" in out.stderr  # the next check, reached because the tree counts as clean
+
+
 def test_refuses_code_from_another_checkout(tmp_path):
     """A clean script checkout is not enough: the wildsci it imports must be the same commit's."""
     repo = _script_copy(tmp_path)  # no src/ here: wildsci comes from the installed kit
