@@ -364,7 +364,7 @@ def report(args, run, heldout: list[dict], n_train: int, base: list[dict], done:
         f"model on the same questions.\n\n{verdict(sb, trained, len(heldout)) if trained else ''}\n\n"
         f"Training commands (in `{args.work}`; train minutes are wall time on a machine shared as below):\n\n"
         f"{cmds}\n\n"
-        f"Load: {run.load_note(args.threads)}"
+        f"Load: {run.load_note(args.threads * args.jobs)}"
     )
 
 
