@@ -424,6 +424,8 @@ def test_planted_token_reaches_no_output(tmp_path, capsys):
     (run / "grpo" / "wildsci_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = json.loads((run / "eval" / "results.json").read_text())
     res["models"][1]["name"] = f"trained api_key: {bare}"  # a model name is free text too
+    res["skipped"] = {"scieval": f"source /data/x.jsonl?token={hf} not found"}
+    res["ran_on"] = {"backend": "server", "server_command": f"vllm serve m --api-key {sk}"}
     res["scores"][res["models"][1]["name"]] = res["scores"].pop("checkpoint-40")
     (run / "eval" / "results.json").write_text(json.dumps(res))
 
@@ -431,7 +433,9 @@ def test_planted_token_reaches_no_output(tmp_path, capsys):
     out = capsys.readouterr()
     md = (run / "report.md").read_text()
     assert "Built with `wildsci build recipes/data/demo.yaml --generator.api_key <redacted> --push" in md
-    assert "push failed" in md and "<redacted>" in md
+    assert "push failed" in md and "<redacted>" in md and "could not be drawn" not in md
+    assert "Skipped tasks: scieval (source /data/x.jsonl?token=<redacted> not found)." in md
+    assert "server_command `vllm serve m --api-key <redacted>`" in md
     outputs = [run / "report.md", *sorted((run / "plots").glob("*.png"))]
     assert len(outputs) > 10
     for secret in (hf, sk, bare):

@@ -94,6 +94,12 @@ def bars(
         ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=rotation)
 
 
+def legend(ax: Axes, **kwargs) -> None:
+    """A legend when something drawn has a label (matplotlib warns on an empty one, e.g. a model without answers)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def percent(v: float) -> str:
     return f"{100 * v:.0f}%"
 
@@ -105,7 +111,7 @@ def dataset_funnel(names: list[str], ins: list[float], outs: list[float], fmt: C
     bars(ax, names, {"in": ins, "out": outs}, horizontal=True, fmt=fmt)
     ax.set_xlabel("items (papers, passages or questions, per stage)")
     ax.set_title("Dataset build: items in and out of each stage")
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     return fig
 
 
@@ -118,7 +124,7 @@ def dataset_stats(panels: list[tuple[str, str, list[str], list[float], bool]], f
         ax.set_title(title)
         if key == "letter_distribution" and sum(vals):
             ax.axhline(sum(vals) / len(vals), color="k", ls="--", lw=1, label="uniform")
-            ax.legend(fontsize=8, loc="lower right")
+            legend(ax, fontsize=8, loc="lower right")
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_axis_off()
     fig.suptitle("Dataset statistics (build_report.json)")
@@ -146,13 +152,13 @@ def reward_accuracy(series: dict[str, tuple[list[int], list[float]]], w: int) ->
         ax.fill_between(x, lo, hi, alpha=0.15, label="± reward std (within step)")
     trend(ax, x, y, w, "mean reward")
     ax.set(title="Reward over training", xlabel=STEP_LABEL, ylabel="reward (mean over completions)")
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     ax = axes[0][1]
     for key, label in (("accuracy", "accuracy"), ("format_rate", "boxed-format rate")):
         trend(ax, *series[key], w, label)
     ax.set(title="Accuracy and answer format", xlabel=STEP_LABEL, ylabel="fraction of completions")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     return fig
 
 
@@ -185,7 +191,7 @@ def per_discipline_training(
     ax = axes[1][0]
     bars(ax, disciplines, halves, horizontal=True)
     ax.set(title="Accuracy per discipline: first vs second half of training", xlabel="accuracy (fraction correct)")
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     ax = axes[1][1]
     bars(ax, disciplines, {"completions": completions}, horizontal=True, fmt=lambda v: f"{v:.0f}")
     ax.set(title="Completions scored per discipline (whole run)", xlabel="completions (count)")
@@ -203,7 +209,7 @@ def length_rates(
         if len(x) > 1:
             ax.plot(x, rolling(y, w), lw=0.9, ls=":", color=cmap(i % 10))
     ax.set(title="Completion length (dotted: per discipline)", xlabel=STEP_LABEL, ylabel="tokens per completion")
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     ax = axes[0][1]
     for key, label in (
         ("clipped_ratio", "clipped (hit max length)"),
@@ -213,7 +219,7 @@ def length_rates(
         trend(ax, *series[key], w, label)
     ax.set(title="Clipped, unparseable and zero-signal rates", xlabel=STEP_LABEL, ylabel="fraction")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     return fig
 
 
@@ -233,7 +239,7 @@ def letter_shares(keys: list[str], groups: dict[str, Mapping[str, float]], title
     ax = ax[0][0]
     bars(ax, keys, {name: fractions(c, keys) for name, c in groups.items()})
     ax.set(title=title, xlabel=f"option letter ('{NO_ANSWER}' = unparseable)", ylabel=ylabel)
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     return fig
 
 
@@ -246,7 +252,7 @@ def letter_collapse(x: list[int], share: list[float], excess: list[float], thres
     ax.axhline(threshold, color="#d62728", ls="--", lw=1, label=f"guard threshold ({threshold:.0%} share)")
     ax.set(title="Letter collapse guard", xlabel=STEP_LABEL, ylabel="fraction of parsed answers")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     return fig
 
 
@@ -261,7 +267,7 @@ def completion_lengths(lengths: dict[str, list[float]], medians: dict[str, float
             ax.hist(v, bins=bins, alpha=0.5, label=f"{m} (median {medians[m]:.0f})")
     ax.set(title="Completion length before vs after training", xlabel="completion length (tokens)")
     ax.set_ylabel("completions (count)")
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     return fig
 
 
@@ -275,7 +281,7 @@ def answer_changes(tasks: list[str], shares: dict[str, list[float]], base: str, 
         left = [a + b for a, b in zip(left, shares[kind], strict=True)]
     ax.invert_yaxis()
     ax.set(title=f"How answers changed: {base} → {trained} (same questions)", xlabel="fraction of questions")
-    ax.legend(fontsize=8, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    legend(ax, fontsize=8, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     return fig
 
 
@@ -299,7 +305,7 @@ def accuracy_bars(
     else:
         ax.set(title=title, xlabel="task", ylabel=axis)
         ax.set_ylim(0, 1.12)
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     return fig
 
 
@@ -314,11 +320,11 @@ def permutations(
     bars(axes[0][0], labels, {"accuracy": accuracy, "consistency": consistency}, fmt=percent)
     axes[0][0].set(title="Accuracy and consistency under permutations", ylabel="fraction of questions")
     axes[0][0].set_ylim(0, 1.1)
-    axes[0][0].legend(fontsize=8)
+    legend(axes[0][0], fontsize=8)
     bars(axes[0][1], keys, {k: fractions(c, keys) for k, c in letter_groups.items()})
     axes[0][1].set(title="Chosen letters under permutations vs gold", xlabel="option letter")
     axes[0][1].set_ylabel("fraction of answers")
-    axes[0][1].legend(fontsize=7)
+    legend(axes[0][1], fontsize=7)
     return fig
 
 
@@ -345,5 +351,5 @@ def accuracy_vs_step(
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Accuracy vs training step")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     return fig

@@ -78,6 +78,8 @@ def eval_section(inp: RunInputs, plots: figures.Plots, base: str | None, trained
     tasks = [str(t) for t in res.get("tasks") or []] or sorted({t for s in scores.values() for t in (s or {})})
     if not scores or not tasks:
         return out + [f"`{inp.eval_dir / 'results.json'}` holds no scores yet.", ""]
+    if isinstance(res.get("skipped"), dict) and res["skipped"]:
+        out += ["Skipped tasks: " + "; ".join(f"{t} ({why})" for t, why in res["skipped"].items()) + ".", ""]
     if isinstance(res.get("ran_on"), dict):
         ran = res["ran_on"]
         out += ["Ran on: " + ", ".join(f"{k} `{v}`" for k, v in ran.items() if not isinstance(v, dict)) + ".", ""]
@@ -116,7 +118,7 @@ def eval_section(inp: RunInputs, plots: figures.Plots, base: str | None, trained
     per = stats.pooled_disciplines(scores, names, tasks)
     disciplines = sorted({d for m in names for d in per[m]})
     if disciplines:
-        shown = [m for m in (base, trained) if m] or names[:2]
+        shown = [m for m in (base, trained) if m in per] or names[:2]  # predictions may name other models
         acc = {m: [per[m].get(d, (0.0, 0))[0] for d in disciplines] for m in shown}
         ci = {m: [stats.accuracy_interval(*per[m][d]) if d in per[m] else None for d in disciplines] for m in shown}
         fig = figures.accuracy_bars(
