@@ -1,4 +1,4 @@
-"""Stage 1, ingest: formats, main-text extraction, provenance on every chunk, counted drops, real corpora."""
+"""Stages 1-2, ingest and chunk: formats, main text, provenance on every chunk, counted drops, real corpora."""
 
 from __future__ import annotations
 
@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from wildsci.builder.ingest import (
-    ChunkConfig,
-    SourceConfig,
-    TokenCounter,
-    chunk_paper,
-    clean_text,
-    ingest,
-    parse_jats,
-)
+from wildsci.builder.chunk import ChunkConfig, TokenCounter, chunk_paper, read_and_chunk
+from wildsci.builder.ingest import SourceConfig, clean_text
+from wildsci.builder.jats import parse_jats
 from wildsci.errors import UserError
 
 LONG = " ".join(
@@ -67,7 +61,7 @@ def test_jats_keeps_main_text_only(tmp_path):
     assert paper["license"] == "CC-BY-4.0"
     assert "Neuroscience" in paper["field_labels"]
     (tmp_path / "a.xml").write_text(JATS)
-    chunks, stages = ingest(
+    chunks, stages = read_and_chunk(
         [SourceConfig(path=str(tmp_path / "a.xml"))], ChunkConfig(min_words=10, max_tokens=2000), progress=False
     )
     assert stages[0]["out"] == 1 and len(chunks) == 1
@@ -91,7 +85,9 @@ def test_formats_and_provenance_on_every_chunk(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), folder / "part.parquet")
     _write_jsonl(folder / "more.jsonl", [{**rows[0], "paper_id": "js-1"}])
     (folder / "x.xml").write_text(JATS)
-    chunks, stages = ingest([SourceConfig(path=str(folder))], ChunkConfig(max_tokens=60, min_words=10), progress=False)
+    chunks, stages = read_and_chunk(
+        [SourceConfig(path=str(folder))], ChunkConfig(max_tokens=60, min_words=10), progress=False
+    )
     assert stages[0]["out"] == 5 and stages[0]["drops"] == {}
     assert {c["paper_id"] for c in chunks} == {"pq-0", "pq-1", "pq-2", "js-1", "10.1234/jats.0001"}
     assert len(chunks) > 5  # long texts were cut into several passages
@@ -121,7 +117,7 @@ def test_hub_source_goes_through_load_dataset(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     src = SourceConfig(path="my-org/nature-communications-papers", hub_split="train", revision="v1")
-    chunks, stages = ingest([src], ChunkConfig(), progress=False)
+    chunks, stages = read_and_chunk([src], ChunkConfig(), progress=False)
     assert seen == {
         "path": "my-org/nature-communications-papers",
         "name": None,
@@ -134,7 +130,7 @@ def test_hub_source_goes_through_load_dataset(tmp_path, monkeypatch):
 
 def test_hub_source_offline_is_one_clear_error():
     with pytest.raises(UserError, match="cannot load it as a Hub dataset"):
-        ingest([SourceConfig(path="no-such-org/no-such-dataset-xyz")], ChunkConfig(), progress=False)
+        read_and_chunk([SourceConfig(path="no-such-org/no-such-dataset-xyz")], ChunkConfig(), progress=False)
 
 
 def test_local_folder_through_datasets_hub_format(tmp_path):
@@ -142,7 +138,7 @@ def test_local_folder_through_datasets_hub_format(tmp_path):
     folder = tmp_path / "hubish"
     folder.mkdir()
     _write_jsonl(folder / "train.jsonl", [{"id": "h1", "title": "t", "abstract": LONG, "license": "CC0-1.0"}])
-    chunks, _ = ingest([SourceConfig(path=str(folder), format="hub")], ChunkConfig(), progress=False)
+    chunks, _ = read_and_chunk([SourceConfig(path=str(folder), format="hub")], ChunkConfig(), progress=False)
     assert [c["paper_id"] for c in chunks] == ["h1"]
 
 
@@ -164,7 +160,7 @@ def test_clean_text_removes_non_prose():
     ],
 )
 def test_real_corpora_ingest(shared_data, name, where):
-    chunks, stages = ingest(
+    chunks, stages = read_and_chunk(
         [SourceConfig(path=str(shared_data / "papers" / name), where=where)], ChunkConfig(), progress=False
     )
     ing = stages[0]

@@ -9,32 +9,42 @@ import sys
 import textwrap
 import time
 
-from wildsci.llm.cache import CallCache, call_key
+from wildsci.llm.cache import CallCache, CallKey, call_key
 
 MSGS = [{"role": "system", "content": "s"}, {"role": "user", "content": "What is 2+2?"}]
 SAMPLING = {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 16, "seed": 0}
 
 
+def key(**change) -> str:
+    call = {"backend": "openai", "model": "m", "messages": MSGS, "sampling": SAMPLING, "json_schema": None}
+    return call_key(CallKey(**{**call, "choices": None, "sample_index": 0, **change}))
+
+
 def test_key_covers_every_input_and_ignores_dict_order():
-    base = call_key("openai", "m", MSGS, SAMPLING, None, None, 0)
-    assert base == call_key("openai", "m", MSGS, dict(reversed(list(SAMPLING.items()))), None, None, 0)
+    base = key()
+    assert base == key(sampling=dict(reversed(list(SAMPLING.items()))))
     variants = [
-        call_key("transformers", "m", MSGS, SAMPLING, None, None, 0),
-        call_key("openai", "m2", MSGS, SAMPLING, None, None, 0),
-        call_key("openai", "m", MSGS[1:], SAMPLING, None, None, 0),
-        call_key("openai", "m", MSGS, {**SAMPLING, "temperature": 0.0}, None, None, 0),
-        call_key("openai", "m", MSGS, {**SAMPLING, "seed": 1}, None, None, 0),
-        call_key("openai", "m", MSGS, SAMPLING, {"type": "object"}, None, 0),
-        call_key("openai", "m", MSGS, SAMPLING, None, ["A", "B"], 0),
-        call_key("openai", "m", MSGS, SAMPLING, None, None, 1),
+        key(backend="transformers"),
+        key(model="m2"),
+        key(messages=MSGS[1:]),
+        key(sampling={**SAMPLING, "temperature": 0.0}),
+        key(sampling={**SAMPLING, "seed": 1}),
+        key(json_schema={"type": "object"}),
+        key(choices=["A", "B"]),
+        key(sample_index=1),
     ]
     assert len({base, *variants}) == len(variants) + 1
+
+
+def test_key_is_stable_across_versions():
+    """A changed key silently repeats every cached (paid) call and reseeds every sample: pin one."""
+    assert key() == "891e183c88130ed7a8d953d8c70ad798578fea35ec48b2f15b840f6095c1883f"
 
 
 def test_put_get_persist_across_instances(tmp_path):
     path = tmp_path / "c.sqlite"
     with CallCache(path) as c:
-        k = c.key("openai", "m", MSGS, SAMPLING, None, None, 0)
+        k = c.key(CallKey("openai", "m", MSGS, SAMPLING, None, None, 0))
         assert c.get(k) is None
         c.put(k, "four ✓")
         assert c.get(k) == "four ✓"

@@ -1,4 +1,4 @@
-"""Stage 9: the dataset card (``README.md``) rendered from ``dataset_cards/<template>.md`` with Jinja.
+"""Stage 10, card: the dataset card (``README.md``) rendered from ``dataset_cards/<template>.md`` with Jinja.
 
 The YAML metadata is built with the same ``datasets`` helpers that ``Dataset.push_to_hub`` uses
 (``MetadataConfigs`` for ``configs``/``data_files``, ``DatasetInfosDict`` for ``dataset_info`` with features,
@@ -10,26 +10,19 @@ voting classes, the decontamination report, source licences, the exact recipe, p
 
 from __future__ import annotations
 
-import importlib.metadata
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wildsci.errors import UserError
+import pyarrow.parquet as pq
+from datasets.info import DatasetInfo, DatasetInfosDict
+from datasets.splits import SplitDict, SplitInfo
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
 
-PACKAGES = (
-    "wildsci",
-    "torch",
-    "transformers",
-    "datasets",
-    "huggingface_hub",
-    "datasketch",
-    "trl",
-    "openai",
-    "xgrammar",
-)
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from wildsci.errors import UserError
+from wildsci.provenance import REPO_ROOT, markdown_table
+from wildsci.schema import features
 
 
 @dataclass
@@ -86,36 +79,6 @@ def dataset_license(source_licenses: dict[str, int]) -> str:
     return "cc-" + "-".join(t for t in ("by", "nc", "sa") if t in terms) + "-4.0"
 
 
-def package_versions() -> dict[str, str]:
-    out = {}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def git_sha() -> str:
-    """The kit's git commit (with ``-dirty`` when the tree has local changes), or ``unknown`` outside a checkout."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        if not sha:
-            return "unknown"
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def find_template(name: str) -> Path:
     candidates = [Path(name), Path("dataset_cards") / f"{name}.md", REPO_ROOT / "dataset_cards" / f"{name}.md"]
     for c in candidates:
@@ -126,14 +89,6 @@ def find_template(name: str) -> Path:
 
 def card_metadata(out_dir: Path, cfg: CardConfig, pretty_name: str, source_licenses: dict[str, int]):
     """``DatasetCardData`` exactly as ``push_to_hub`` would write it for the parquet files in ``out_dir/data``."""
-    import pyarrow.parquet as pq
-    from datasets.info import DatasetInfo, DatasetInfosDict
-    from datasets.splits import SplitDict, SplitInfo
-    from datasets.utils.metadata import MetadataConfigs
-    from huggingface_hub import DatasetCardData
-
-    from wildsci.schema import features
-
     files = sorted((out_dir / "data").glob("*.parquet"))
     order = {"train": 0, "validation": 1, "test": 2}
     by_split: dict[str, list[Path]] = {}
@@ -164,18 +119,10 @@ def card_metadata(out_dir: Path, cfg: CardConfig, pretty_name: str, source_licen
     return data
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def render_card(
     out_dir: str | Path, report: dict[str, Any], recipe_yaml: str, cfg: CardConfig, name: str, description: str = ""
 ) -> Path:
     """Write ``out_dir/README.md`` from the template and the build report; returns its path."""
-    from huggingface_hub import DatasetCard
-
     out = Path(out_dir)
     licenses = report.get("source_licenses", {})
     data = card_metadata(out, cfg, cfg.pretty_name or name, licenses)
@@ -194,24 +141,26 @@ def render_card(
         description=description.strip(),
         hub_repo_id=report.get("hub_repo_id") or f"<your-org>/{name}",
         total=total,
-        splits_table=_table(["split", "questions"], [[k, v] for k, v in report.get("splits", {}).items()]),
-        discipline_table=_table(
+        splits_table=markdown_table(["split", "questions"], [[k, v] for k, v in report.get("splits", {}).items()]),
+        discipline_table=markdown_table(
             ["discipline", "questions", "share"],
             [[k, v, f"{v / max(total, 1):.1%}"] for k, v in sorted(report.get("per_discipline", {}).items())],
         ),
-        subdomain_table=_table(
+        subdomain_table=markdown_table(
             ["subdomain", "questions"], [[k, v] for k, v in sorted(report.get("per_subdomain", {}).items())]
         ),
-        stages_table=_table(["stage", "in", "out", "drops (reason: count)"], stage_rows),
-        drops_table=_table(
+        stages_table=markdown_table(["stage", "in", "out", "drops (reason: count)"], stage_rows),
+        drops_table=markdown_table(
             ["drop reason", "count"],
             [[k, v] for k, v in sorted(report.get("drops", {}).items(), key=lambda kv: -kv[1])],
         ),
-        letter_table=_table(
+        letter_table=markdown_table(
             ["answer letter", "questions", "share"], [[k, v, f"{v / n_letters:.1%}"] for k, v in letters.items()]
         ),
-        voting_table=_table(["voting type", "questions"], [[k, v] for k, v in report.get("voting_types", {}).items()]),
-        decontamination_table=_table(
+        voting_table=markdown_table(
+            ["voting type", "questions"], [[k, v] for k, v in report.get("voting_types", {}).items()]
+        ),
+        decontamination_table=markdown_table(
             ["benchmark", "questions checked", "removed", "benchmark questions", "n-grams indexed"],
             [
                 [k, v.get("checked", 0), v.get("removed", 0), v.get("benchmark_questions", ""), v.get("ngrams", "")]
@@ -220,7 +169,7 @@ def render_card(
         )
         if deco
         else "No benchmark was configured for decontamination.",
-        license_table=_table(["source licence", "papers"], [[k, v] for k, v in sorted(licenses.items())]),
+        license_table=markdown_table(["source licence", "papers"], [[k, v] for k, v in sorted(licenses.items())]),
         recipe_yaml=recipe_yaml.strip(),
         recipe_hash=report.get("recipe_hash", ""),
         command=report.get("command", ""),
@@ -228,7 +177,7 @@ def render_card(
         voters=report.get("voters", []),
         num_votes=report.get("num_votes", ""),
         llm_calls=report.get("llm_calls", {}),
-        versions_table=_table(["package", "version"], [[k, v] for k, v in report.get("versions", {}).items()]),
+        versions_table=markdown_table(["package", "version"], [[k, v] for k, v in report.get("versions", {}).items()]),
         git_sha=report.get("git_sha", "unknown"),
         built_at=report.get("built_at", ""),
     )

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from wildsci.builder.card import CardConfig
+from wildsci.builder.chunk import ChunkConfig
 from wildsci.builder.dedup import DecontamConfig, DedupConfig
 from wildsci.builder.generate import GenerateConfig
-from wildsci.builder.ingest import ChunkConfig, SourceConfig
+from wildsci.builder.ingest import SourceConfig
 from wildsci.builder.label import LabelConfig
 from wildsci.builder.options import OptionsConfig
 from wildsci.builder.split import SplitConfig

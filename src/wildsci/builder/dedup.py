@@ -1,4 +1,4 @@
-"""Stage 7: near-duplicate removal (MinHash LSH, datasketch) and n-gram decontamination against benchmarks.
+"""Stage 8, dedup: near-duplicate removal (MinHash LSH, datasketch) and n-gram decontamination against benchmarks.
 
 Both work on *hashed word n-grams* computed for a whole batch of questions at once with numpy, so the stage
 streams at well over 100k questions/minute on 2 cores with memory bounded by the batch size plus the indexes
@@ -14,6 +14,9 @@ streams at well over 100k questions/minute on 2 cores with memory bounded by the
 
 Hashes are derived from blake2b of each word (stable across processes, seeds and machines), never from Python's
 salted ``hash``, so reruns and shard merges take exactly the same decisions.
+
+Length (~430 lines): the two filters share the n-gram hashing and run as one streaming pass; apart they would
+hash every question twice.
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
+import pyarrow.parquet as pq
+from datasketch import MinHash, MinHashLSH
+from tqdm.auto import tqdm
 
 from wildsci.errors import UserError, first_line
 
@@ -170,8 +177,6 @@ class NearDupIndex:
     """
 
     def __init__(self, cfg: DedupConfig) -> None:
-        from datasketch import MinHash, MinHashLSH
-
         self.cfg = cfg
         lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, weights=(0.2, 0.8))
         self.bands, self.rows = lsh.b, lsh.r
@@ -268,8 +273,6 @@ def _read_benchmark(b: BenchmarkConfig) -> Iterator[str]:
     p = Path(b.path).expanduser()
     if p.is_file():
         if p.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             for batch in pq.ParquetFile(p).iter_batches(columns=[b.question_column], batch_size=4096):
                 yield from (str(q) for q in batch.column(0).to_pylist() if q)
             return
@@ -282,8 +285,6 @@ def _read_benchmark(b: BenchmarkConfig) -> Iterator[str]:
         return
     if p.suffix in (".jsonl", ".parquet", ".json") or str(b.path).startswith((".", "/", "~")):
         raise UserError(f"benchmark {b.name!r}: file {b.path} not found -- fix decontamination.benchmarks[].path")
-    import datasets
-
     try:
         ds = datasets.load_dataset(b.path, name=b.hub_config, split=b.split)
     except Exception as e:
@@ -412,8 +413,6 @@ def dedup_and_decontaminate(
     Rows are processed in the order given (the pipeline sorts them canonically first). Returns
     ``(kept, drops, decontamination_report)``.
     """
-    from tqdm.auto import tqdm
-
     stage = DedupDecontam(dedup, decontam, decontaminator)
     drops: Counter[str] = Counter()
     kept: list[dict[str, Any]] = []

@@ -1,14 +1,15 @@
-"""Stage 1, ingest: papers (JSONL / parquet / JATS XML / a folder / a Hub dataset) -> clean text chunks.
+"""Stage 1, ingest: read papers (JSONL / parquet / JATS XML / a folder / a Hub dataset) into clean paper dicts.
 
-Every source row becomes a *paper* ``{paper_id, title, sections: [(heading, text)], license, field_labels}``
-and then one or more *chunks* ``{paper_id, chunk_id, title, text, license, field_labels}`` (the contract with
-``wildsci.builder.generate``). Only main text is kept: reference lists, acknowledgements, funding, figure and
-table captions, citation markers and LaTeX placeholders are removed, because a question generator that sees a
-reference list writes questions about author names.
+Every source row becomes a *paper* ``{paper_id, title, sections: [(heading, text)], license, field_labels}``;
+:mod:`wildsci.builder.chunk` then cuts papers into passages. Only main text is kept: reference lists,
+acknowledgements, funding, figure and table captions, citation markers and LaTeX placeholders are removed,
+because a question generator that sees a reference list writes questions about author names.
 
 Bad papers never crash the run and are never lost silently: each is counted under a named drop reason
 (``not_utf8``, ``bad_json``, ``bad_xml``, ``missing_id``, ``missing_text``, ``missing_license``, ``garbled_text``,
 ``too_short``, ``duplicate_paper``, ``filtered``), shown in the build summary and the dataset card.
+
+Length (~400 lines): one reader per input format plus paper normalisation; they share the drop counting.
 """
 
 from __future__ import annotations
@@ -21,32 +22,21 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import datasets
+import pyarrow.parquet as pq
+
+from wildsci.builder.jats import parse_jats
 from wildsci.errors import UserError, first_line
 
+if TYPE_CHECKING:
+    from wildsci.builder.chunk import ChunkConfig
+
+
 # ------------------------------------------------------------------------------------------ config
-DEFAULT_DROP_SECTIONS = [
-    "references",
-    "bibliography",
-    "acknowledgment",
-    "acknowledgement",
-    "funding",
-    "author contributions",
-    "competing interests",
-    "conflict of interest",
-    "conflicts of interest",
-    "supporting information",
-    "supplementary",
-    "data availability",
-    "code availability",
-    "ethics statement",
-    "abbreviations",
-    "accession numbers",
-]
-
-
 @dataclass
 class SourceConfig:
     """One corpus of papers. Columns are detected automatically; name them when your corpus differs."""
@@ -93,38 +83,6 @@ class SourceConfig:
     expected_papers: int | None = field(
         default=None,
         metadata={"help": "Paper count used by --dry-run when the source cannot be read (e.g. a Hub id offline)."},
-    )
-
-
-@dataclass
-class ChunkConfig:
-    """How papers are cut into passages that fit the generator's context."""
-
-    max_tokens: int = field(
-        default=768,
-        metadata={"help": "Longest passage in tokens (the generator prompt adds ~300 tokens of instructions)."},
-    )
-    tokenizer: str | None = field(
-        default=None,
-        metadata={
-            "help": "Tokenizer (model ref) used to count tokens; default: the generator's model for the "
-            "transformers backend, else words x 1.3."
-        },
-    )
-    min_words: int = field(default=30, metadata={"help": "Passages (and papers) shorter than this are dropped."})
-    max_chunks_per_paper: int | None = field(
-        default=None, metadata={"help": "Keep at most this many passages per paper (the first ones)."}
-    )
-    drop_sections: list[str] = field(
-        default_factory=lambda: list(DEFAULT_DROP_SECTIONS),
-        metadata={"help": "Section headings (case-insensitive substrings) whose text is not main text."},
-    )
-    max_formula_ratio: float = field(
-        default=0.1, metadata={"help": "Passages with more than this fraction of [math] placeholders are dropped."}
-    )
-    min_letter_ratio: float = field(
-        default=0.6,
-        metadata={"help": "A paper whose text is less than this fraction letters/spaces is dropped as garbled_text."},
     )
 
 
@@ -197,89 +155,6 @@ def in_shard(paper_id: str, shard: tuple[int, int] | None) -> bool:
     return _stable_hash(f"shard\x00{paper_id}") % count == index
 
 
-# -------------------------------------------------------------------------------------------- JATS
-def parse_jats(xml_text: str) -> dict[str, Any]:
-    """JATS XML full text -> ``{paper_id, title, license, field_labels, sections}`` (main text only).
-
-    Drops ``<back>`` (references, acknowledgements), ``<fig>``/``<table-wrap>`` (captions), ``<xref>`` citation
-    markers, footnotes and formulas' MathML; section titles are kept to filter e.g. "Acknowledgments" in ``<body>``.
-    """
-    root = ET.fromstring(xml_text)
-    for el in root.iter():  # strip namespaces (mml:, xlink:) so paths stay simple
-        if isinstance(el.tag, str) and "}" in el.tag:
-            el.tag = el.tag.split("}", 1)[1]
-
-    def text_of(el: ET.Element | None) -> str:
-        return " ".join("".join(el.itertext()).split()) if el is not None else ""
-
-    meta = root.find("front/article-meta")
-    pid = ""
-    if meta is not None:
-        for aid in meta.findall("article-id"):
-            if aid.get("pub-id-type") in ("doi", "pmcid", "pmid", "publisher-id", None) and (aid.text or "").strip():
-                pid = aid.text.strip()
-                if aid.get("pub-id-type") == "doi":
-                    break
-    title = text_of(meta.find("title-group/article-title")) if meta is not None else ""
-    lic_el = meta.find("permissions/license") if meta is not None else None
-    license_ = ""
-    if lic_el is not None:  # xlink:href, or JATS 1.2's <ali:license_ref>, or the licence sentence
-        href = next((v for k, v in lic_el.attrib.items() if k.endswith("href")), "")
-        ref = lic_el.find("license_ref")
-        license_ = _license_from_url(href) or _license_from_url(text_of(ref)) or text_of(lic_el)[:80]
-    labels = [text_of(s) for s in root.iter("subject")] if meta is not None else []
-    labels += [text_of(k) for k in root.iter("kwd")]
-
-    def strip_non_prose(el: ET.Element) -> None:
-        for parent in list(el.iter()):
-            for child in list(parent):
-                tag = child.tag if isinstance(child.tag, str) else ""
-                drop_tags = ("fig", "table-wrap", "fn-group", "fn", "disp-formula", "inline-formula", "ref-list")
-                if tag in drop_tags or (tag == "xref" and child.get("ref-type") in ("bibr", "fig", "table", None)):
-                    tail = child.tail
-                    parent.remove(child)
-                    if tail:  # keep the text that followed the removed element
-                        prev = list(parent)
-                        if prev:
-                            prev[-1].tail = (prev[-1].tail or "") + tail
-                        else:
-                            parent.text = (parent.text or "") + tail
-
-    sections: list[tuple[str, str]] = []
-    abstract = meta.find("abstract") if meta is not None else None
-    if abstract is not None:
-        strip_non_prose(abstract)
-        sections.append(("Abstract", "\n\n".join(text_of(p) for p in abstract.iter("p"))))
-    body = root.find("body")
-    if body is not None:
-        strip_non_prose(body)
-
-        def walk(el: ET.Element, heading: str) -> None:
-            paras = []
-            for child in el:
-                if child.tag == "p":
-                    paras.append(text_of(child))
-                elif child.tag == "sec":
-                    if paras:
-                        sections.append((heading, "\n\n".join(paras)))
-                        paras = []
-                    sub = text_of(child.find("title"))
-                    walk(child, f"{heading} / {sub}" if heading and sub else sub or heading)
-            if paras:
-                sections.append((heading, "\n\n".join(paras)))
-
-        walk(body, "")
-    return {"paper_id": pid, "title": title, "license": license_, "field_labels": labels, "sections": sections}
-
-
-def _license_from_url(url: str) -> str:
-    m = re.search(r"creativecommons\.org/(licenses|publicdomain)/([a-z-]+)/(\d\.\d)", url)
-    if not m:
-        return ""
-    kind, version = m.group(2), m.group(3)
-    return "CC0-1.0" if kind == "zero" else f"CC-{kind.upper()}-{version}"
-
-
 # ----------------------------------------------------------------------------------------- reading
 class IngestStats:
     """Counts of papers read and dropped (by reason), shared by every source of a build."""
@@ -319,8 +194,6 @@ def _iter_jsonl(path: Path, stats: IngestStats) -> Iterator[dict[str, Any]]:
 
 
 def _iter_parquet(path: Path, stats: IngestStats) -> Iterator[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:
@@ -345,8 +218,6 @@ def _iter_jats(path: Path, stats: IngestStats) -> Iterator[dict[str, Any]]:
 
 
 def _iter_hub(src: SourceConfig, stats: IngestStats) -> Iterator[dict[str, Any]]:
-    import datasets
-
     try:
         ds = datasets.load_dataset(
             src.path, name=src.hub_config, split=src.hub_split, revision=src.revision, streaming=True
@@ -364,11 +235,9 @@ def _iter_hub(src: SourceConfig, stats: IngestStats) -> Iterator[dict[str, Any]]
 SUFFIX_FORMAT = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".xml": "jats", ".nxml": "jats"}
 
 
-def _source_files(src: SourceConfig) -> list[tuple[Path, str]] | None:
+def source_files(src: SourceConfig) -> list[tuple[Path, str]] | None:
     """Local files of a source with their formats; ``None`` when the path is a Hub id."""
     if src.path == "builtin:demo":
-        from importlib import resources
-
         return [(Path(str(resources.files("wildsci").joinpath("data/demo_corpus.jsonl"))), "jsonl")]
     p = Path(src.path).expanduser()
     if p.is_dir():
@@ -395,11 +264,11 @@ def _source_files(src: SourceConfig) -> list[tuple[Path, str]] | None:
 
 
 def is_remote(src: SourceConfig) -> bool:
-    return _source_files(src) is None
+    return source_files(src) is None
 
 
 def _iter_rows(src: SourceConfig, stats: IngestStats) -> Iterator[dict[str, Any]]:
-    files = _source_files(src)
+    files = source_files(src)
     if files is None:
         yield from _iter_hub(src, stats)
         return
@@ -491,99 +360,6 @@ def main_text_sections(paper: dict[str, Any], cfg: ChunkConfig) -> list[tuple[st
     return out
 
 
-# ---------------------------------------------------------------------------------------- chunking
-class TokenCounter:
-    """Counts tokens with a real tokenizer when one is given, else approximates words x 1.3 (and says so)."""
-
-    def __init__(self, tokenizer_ref: str | None = None) -> None:
-        self.tokenizer = None
-        self.exact = False
-        if tokenizer_ref:
-            from transformers import AutoTokenizer
-
-            from wildsci.models import resolve_model
-
-            try:
-                self.tokenizer = AutoTokenizer.from_pretrained(resolve_model(tokenizer_ref))
-                self.exact = True
-            except Exception:  # offline / unknown model: fall back to the word estimate
-                self.tokenizer = None
-
-    def __call__(self, text: str) -> int:
-        if self.tokenizer is not None:
-            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return int(len(text.split()) * 1.3) + 1
-
-    def describe(self) -> str:
-        return "tokenizer" if self.exact else "words x 1.3 (no tokenizer)"
-
-
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
-
-
-def chunk_paper(
-    paper: dict[str, Any], cfg: ChunkConfig, count_tokens: TokenCounter, drops: Counter[str] | None = None
-) -> list[dict[str, Any]]:
-    """Greedily pack paragraphs (then sentences, then words) into passages of at most ``cfg.max_tokens``.
-
-    Passages that are mostly formulas (``[math]`` placeholders) are dropped as ``formula_heavy_passage``: without the
-    formulas no answerable question can be written from them. Short passages count as ``too_short_passage``.
-    """
-    drops = drops if drops is not None else Counter()
-    units: list[str] = []
-    for _heading, text in main_text_sections(paper, cfg):
-        for para in text.split("\n\n"):
-            if count_tokens(para) <= cfg.max_tokens:
-                units.append(para)
-                continue
-            for sent in _SENT.split(para):
-                if count_tokens(sent) <= cfg.max_tokens:
-                    units.append(sent)
-                else:  # one enormous "sentence" (tables flattened into text): cut by words
-                    words = sent.split()
-                    step = max(1, int(cfg.max_tokens / 1.5))
-                    units += [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
-    chunks: list[str] = []
-    current: list[str] = []
-    size = 0
-    for unit in units:
-        n = count_tokens(unit)
-        if current and size + n > cfg.max_tokens:
-            chunks.append("\n\n".join(current))
-            current, size = [], 0
-        current.append(unit)
-        size += n
-    if current:
-        chunks.append("\n\n".join(current))
-    # a short tail is merged into the previous passage rather than dropped, when it fits
-    if len(chunks) >= 2 and len(chunks[-1].split()) < cfg.min_words:
-        merged = chunks[-2] + "\n\n" + chunks[-1]
-        if count_tokens(merged) <= cfg.max_tokens * 1.2:
-            chunks[-2:] = [merged]
-    out = []
-    for k, text in enumerate(chunks):
-        words = text.split()
-        if len(words) < cfg.min_words:
-            drops["too_short_passage"] += 1
-            continue
-        if sum(1 for w in words if "[math]" in w) > cfg.max_formula_ratio * len(words):
-            drops["formula_heavy_passage"] += 1
-            continue
-        out.append(
-            {
-                "paper_id": paper["paper_id"],
-                "chunk_id": f"{paper['paper_id']}#{k:03d}",
-                "title": paper["title"],
-                "text": text,
-                "license": paper["license"],
-                "field_labels": list(paper["field_labels"]),
-            }
-        )
-        if cfg.max_chunks_per_paper and len(out) >= cfg.max_chunks_per_paper:
-            break
-    return out
-
-
 def _row_key(row: dict[str, Any], src: SourceConfig) -> str | None:
     if "__paper__" in row:
         return row["__paper__"].get("paper_id") or None
@@ -639,37 +415,3 @@ def iter_papers(
             total += 1
             if mine:
                 yield paper
-
-
-def ingest(
-    sources: list[SourceConfig],
-    cfg: ChunkConfig,
-    tokenizer: str | None = None,
-    shard: tuple[int, int] | None = None,
-    max_papers: int | None = None,
-    progress: bool = True,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Read every source and chunk it. Returns ``(chunks, stages)``.
-
-    ``stages`` are two build-report entries ``{"name", "in", "out", "drops"}``: ``ingest`` (rows read -> papers
-    kept, paper-level drops) and ``chunk`` (papers -> passages, passage-level drops).
-    """
-    from tqdm.auto import tqdm
-
-    stats = IngestStats(shard)
-    counter = TokenCounter(cfg.tokenizer or tokenizer)
-    chunk_drops: Counter[str] = Counter()
-    chunks: list[dict[str, Any]] = []
-    papers = 0
-    bar = tqdm(desc="ingest", unit="paper", disable=not progress)
-    for paper in iter_papers(sources, cfg, stats, shard=shard, max_papers=max_papers):
-        papers += 1
-        got = chunk_paper(paper, cfg, counter, chunk_drops)
-        chunks += got
-        bar.update(1)
-    bar.close()
-    stages = [
-        {"name": "ingest", "in": stats.read, "out": papers, "drops": dict(stats.drops)},
-        {"name": "chunk", "in": papers, "out": len(chunks), "drops": dict(chunk_drops), "tokens": counter.describe()},
-    ]
-    return chunks, stages

@@ -1,4 +1,4 @@
-"""Stage 6: discipline and subdomain from the taxonomy (``taxonomy.yaml``), by LLM or by the paper's own labels.
+"""Stage 7, label: discipline and subdomain from the taxonomy (``taxonomy.yaml``), by LLM or by the paper's own labels.
 
 The classifier is a constrained choice among the 26 subdomain names (each shown with its description), so
 its answer is always a taxonomy entry; discipline and ``nc_domain`` follow from the subdomain. When the

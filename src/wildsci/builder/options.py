@@ -1,4 +1,4 @@
-"""Stage 3: every question gets exactly 10 options A-J, shuffled so that answer letters are balanced.
+"""Stage 4, options: every question gets exactly 10 options A-J, shuffled so that answer letters are balanced.
 
 Why this is its own stage: generators (and questions imported from elsewhere) often give fewer options
 than WildSci's 10, and an LLM writes the correct answer first far more often than last. A question with
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from wildsci.answers import LETTERS
 from wildsci.builder.generate import extract_json
 from wildsci.llm.backends import ChatRequest, LLMClient
-from wildsci.schema import options_dict
+from wildsci.schema import options_dict, options_list
 
 DROP_REASONS = {
     "empty_option": "an option is empty",
@@ -211,8 +211,6 @@ def complete_options(
     for row in questions:
         opts = row.get("options")
         if isinstance(opts, dict):
-            from wildsci.schema import options_list
-
             opts = options_list(opts)
         opts = [str(o).strip() for o in (opts or [])]
         idx = row.get("answer_index")

@@ -1,4 +1,4 @@
-"""Stage 10 (``--push``): publish the dataset folder to the Hub in ONE commit.
+"""Stage 11, push (``--push``): publish the dataset folder to the Hub in ONE commit.
 
 ``create_repo(repo_type="dataset", private=True by default, exist_ok=True)`` then a single ``upload_folder``
 (one ``create_commit`` under the hood): the Hub applies a commit atomically, so a push that fails half-way
@@ -15,6 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import httpx
+import huggingface_hub
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
 from wildsci.errors import UserError, first_line
 
 ALLOW_PATTERNS = ["README.md", "build_report.json", "data/*.parquet"]
@@ -22,10 +26,6 @@ ALLOW_PATTERNS = ["README.md", "build_report.json", "data/*.parquet"]
 
 def push_dataset(out_dir: str | Path, repo_id: str | None, private: bool = True, message: str | None = None) -> str:
     """Create (if needed) and update the Hub dataset repo ``repo_id`` from ``out_dir``; returns the commit URL."""
-    import httpx
-    from huggingface_hub import HfApi, get_token
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
     out = Path(out_dir)
     if not repo_id:
         raise UserError("--push needs a Hub repo: set hub_repo_id in the recipe or pass --hub_repo_id my-org/name")
@@ -35,12 +35,12 @@ def push_dataset(out_dir: str | Path, repo_id: str | None, private: bool = True,
         raise UserError(
             f"cannot push to {repo_id}: HF_HUB_OFFLINE=1 is set -- unset it (and check your network) to push"
         )
-    if get_token() is None:
+    if huggingface_hub.get_token() is None:
         raise UserError(
             f"cannot push to {repo_id}: not logged in to the Hugging Face Hub -- run `hf auth login` or set HF_TOKEN "
             "to a token with write access"
         )
-    api = HfApi()
+    api = huggingface_hub.HfApi()
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         info = api.upload_folder(

@@ -1,4 +1,4 @@
-"""Stage 8: deterministic train/validation/test splits, grouped by paper.
+"""Stage 9, split: deterministic train/validation/test splits, grouped by paper.
 
 A paper's split is a pure function of its id (a salted SHA-256 mapped to [0, 1)), so:
 - no paper is in two splits (questions from one paper share facts; splitting them would leak test answers);

@@ -1,4 +1,4 @@
-"""Stages 4-5: N voters answer each question without the paper; the votes classify and filter it.
+"""Stages 5-6, vote and filter: N voters answer each question without the paper; the votes classify and filter it.
 
 WildSci's quality signal: a question whose gold answer no voter reaches, while the voters agree on
 another letter (``majority_misaligned``), is likely mislabelled; one every voter gets right

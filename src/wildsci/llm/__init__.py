@@ -41,11 +41,12 @@ from wildsci.llm.backends import (
     TransformersClient,
     make_client,
 )
-from wildsci.llm.cache import CallCache, call_key
+from wildsci.llm.cache import CallCache, CallKey, call_key
 
 __all__ = [
     "BackendConfig",
     "CallCache",
+    "CallKey",
     "ChatRequest",
     "ChatResult",
     "LLMClient",

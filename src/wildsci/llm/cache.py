@@ -22,6 +22,7 @@ import json
 import sqlite3
 import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,30 +37,22 @@ CREATE TABLE IF NOT EXISTS calls (
 """
 
 
-def call_key(
-    backend: str,
-    model: str,
-    messages: list[dict[str, str]],
-    sampling: dict[str, Any],
-    json_schema: dict | None,
-    choices: list[str] | None,
-    sample_index: int,
-) -> str:
+@dataclass(frozen=True)
+class CallKey:
+    """Everything that changes what a model is asked and how it samples: the identity of one call."""
+
+    backend: str
+    model: str
+    messages: list[dict[str, str]]
+    sampling: dict[str, Any]
+    json_schema: dict | None
+    choices: list[str] | None
+    sample_index: int
+
+
+def call_key(call: CallKey) -> str:
     """A stable sha256 of one call's inputs (JSON with sorted keys, so dict order never matters)."""
-    blob = json.dumps(
-        {
-            "backend": backend,
-            "model": model,
-            "messages": messages,
-            "sampling": sampling,
-            "json_schema": json_schema,
-            "choices": choices,
-            "sample_index": sample_index,
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    blob = json.dumps(asdict(call), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -80,17 +73,8 @@ class CallCache:
         self._db.execute(_SCHEMA)
         self.stats: dict[str, int] = {"made": 0, "cached": 0, "failed": 0}
 
-    def key(
-        self,
-        backend: str,
-        model: str,
-        messages: list[dict[str, str]],
-        sampling: dict[str, Any],
-        json_schema: dict | None,
-        choices: list[str] | None,
-        sample_index: int,
-    ) -> str:
-        return call_key(backend, model, messages, sampling, json_schema, choices, sample_index)
+    def key(self, call: CallKey) -> str:
+        return call_key(call)
 
     def get(self, key: str) -> str | None:
         with self._lock:

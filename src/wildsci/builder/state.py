@@ -1,0 +1,155 @@
+"""What a build keeps on disk between runs: stage checkpoints, the recipe's content hash and shard files.
+
+Resumability. Every stage writes its output to ``<output_dir>/.wildsci_build/<stage>.jsonl`` (temporary file,
+fsync, rename) and records it in ``manifest.json`` under the recipe's content hash; a changed recipe invalidates
+the stage files, never the LLM call cache. A shard (``--shard i/n``) leaves ``shard_rows.jsonl`` and ``shard.json``,
+which :func:`read_shards` checks complete and consistent before a merge (docs/scale_out.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from wildsci.builder.config import NON_CONTENT_KEYS, BuildRecipe
+from wildsci.builder.console import log
+from wildsci.errors import UserError
+from wildsci.recipes import recipe_hash
+
+STATE_DIR = ".wildsci_build"
+
+#: backend fields that say how to reach a model, not what it answers (moving to another server keeps the hash)
+TRANSPORT_KEYS = ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries")
+
+
+def content_dict(recipe: BuildRecipe) -> dict[str, Any]:
+    """The recipe values that determine the dataset's content (its hash names the rows' ``recipe_hash``)."""
+    data = dataclasses.asdict(recipe)
+    out = {k: v for k, v in data.items() if k not in NON_CONTENT_KEYS}
+    for role in ("generator", "labeler"):
+        if isinstance(out.get(role), dict):
+            out[role] = {k: v for k, v in out[role].items() if k not in TRANSPORT_KEYS}
+    out["voters"] = [{k: v for k, v in b.items() if k not in TRANSPORT_KEYS} for b in out.get("voters", [])]
+    return out
+
+
+def content_hash(recipe: BuildRecipe) -> str:
+    return recipe_hash(content_dict(recipe))
+
+
+def base_hash(recipe: BuildRecipe) -> str:
+    """The content hash without the shard: every shard of one build shares it."""
+    data = content_dict(recipe)
+    data.pop("shard", None)
+    return recipe_hash(data)
+
+
+def stage_entry(name: str, n_in: int, n_out: int, drops: dict[str, int], **extra: Any) -> dict[str, Any]:
+    """One row of the build report's ``stages``."""
+    return {"name": name, "in": n_in, "out": n_out, "drops": dict(sorted(drops.items())), **extra}
+
+
+def write_atomic(path: Path, text_lines: Iterable[str]) -> None:
+    """Write a file so that a kill leaves the old one or the new one, never half of either."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for line in text_lines:
+            fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def jsonl_lines(rows: list[dict[str, Any]]) -> Iterable[str]:
+    return (json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+
+
+class Checkpoints:
+    """Stage outputs as JSONL files plus a manifest, both replaced atomically (a kill never leaves half a file)."""
+
+    def __init__(self, root: Path, content_hash: str) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.hash = content_hash
+        self.manifest_path = root / "manifest.json"
+        self.manifest: dict[str, Any] = {"recipe_hash": content_hash, "stages": {}}
+        if self.manifest_path.is_file():
+            try:
+                old = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                old = {}
+            if old.get("recipe_hash") == content_hash:
+                self.manifest = old
+            elif old:
+                log(f"recipe changed since the last run in {root.parent}: recomputing stages (LLM cache kept)")
+
+    @staticmethod
+    def rows_hash(rows: list[dict[str, Any]]) -> str:
+        """Identity of a stage's input: a stage file is reused only for exactly the rows it was computed from."""
+        h = hashlib.sha256()
+        for r in rows:
+            h.update(json.dumps(r, ensure_ascii=False, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    def get(self, name: str, input_hash: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+        """A finished stage's rows, unless its input changed or it must be retried (it had failed LLM calls)."""
+        meta = self.manifest["stages"].get(name)
+        path = self.root / f"{name}.jsonl"
+        if not meta or not path.is_file() or meta.get("retry"):
+            return None
+        if input_hash is not None and meta.get("input_hash") != input_hash:
+            return None
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        if len(rows) != meta.get("rows"):
+            return None
+        return rows, meta
+
+    def put(self, name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+        write_atomic(self.root / f"{name}.jsonl", jsonl_lines(rows))
+        self.manifest["stages"][name] = {**meta, "rows": len(rows)}
+        write_atomic(self.manifest_path, [json.dumps(self.manifest, indent=1, sort_keys=True)])
+
+
+def write_shard(out: Path, recipe: BuildRecipe, rows: list[dict], stages: list[dict], llm_calls: dict) -> None:
+    """A finished shard: its labelled rows and the counts a merge adds up."""
+    i, n = recipe.shard_tuple()
+    write_atomic(out / "shard_rows.jsonl", jsonl_lines(rows))
+    meta = {"shard": [i, n], "base_hash": base_hash(recipe), "stages": stages, "llm_calls": llm_calls}
+    write_atomic(out / "shard.json", [json.dumps(meta, indent=1, ensure_ascii=False) + "\n"])
+
+
+def read_shards(recipe: BuildRecipe) -> tuple[list[dict], list[dict]]:
+    """Labelled rows and stage counts of every shard folder in ``merge_from`` (checked complete and consistent)."""
+    base = base_hash(recipe)
+    seen: dict[int, str] = {}
+    rows: list[dict] = []
+    totals: dict[str, dict[str, Any]] = {}
+    expected_n = None
+    for d in recipe.merge_from:
+        meta_path = Path(d) / "shard.json"
+        if not meta_path.is_file():
+            raise UserError(f"merge_from: {d} is not a finished shard (no shard.json) -- run or resume that shard")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta["base_hash"] != base:
+            raise UserError(f"merge_from: {d} was built from a different recipe -- rebuild it with this recipe")
+        i, n = meta["shard"]
+        if expected_n not in (None, n) or i in seen:
+            raise UserError(f"merge_from: {d} is shard {i}/{n}, inconsistent with {seen} -- list each shard once")
+        expected_n, seen[i] = n, d
+        rows += [json.loads(line) for line in (Path(d) / "shard_rows.jsonl").read_text(encoding="utf-8").splitlines()]
+        for st in meta["stages"]:
+            t = totals.setdefault(st["name"], {"name": st["name"], "in": 0, "out": 0, "drops": Counter()})
+            t["in"] += st["in"]
+            t["out"] += st["out"]
+            t["drops"].update(st["drops"])
+    missing = sorted(set(range(expected_n or 0)) - set(seen))
+    if missing:
+        raise UserError(f"merge_from: shards {missing} of {expected_n} are missing -- build them and list them all")
+    stages = [stage_entry(t["name"], t["in"], t["out"], dict(t["drops"])) for t in totals.values()]
+    return rows, stages
