@@ -43,15 +43,13 @@ from lighteval.tasks.lighteval_task import LightevalTaskConfig
 from lighteval.tasks.requests import Doc, SamplingMethod
 
 from wildsci.answers import LETTERS, extract_answer
+from wildsci.eval_adapters import BadRow, disciplines, normalize
 from wildsci.eval_sources import (
     SOURCES,
     TASKS,
-    BadRow,
     TaskSpec,
-    disciplines,
     is_local,
     load_config,
-    normalize,
     parse_task_name,
     perm_task_name,
     permuted,

@@ -35,13 +35,11 @@ from wildsci_fixtures import make_wildsci_dataset
 
 from wildsci.answers import LETTERS
 from wildsci.errors import UserError
+from wildsci.eval_adapters import adapt_arc, adapt_gpqa, adapt_scieval
 from wildsci.eval_sources import (
     SOURCES,
     TASKS,
     EvalDataConfig,
-    adapt_arc,
-    adapt_gpqa,
-    adapt_scieval,
     load_config,
     parse_task_name,
     permutation,

@@ -32,7 +32,8 @@ from eval_helpers import (
 from wildsci_fixtures import assert_png_nontrivial, make_wildsci_dataset
 
 from wildsci.cli import main
-from wildsci.eval_sources import disciplines, permutation
+from wildsci.eval_adapters import disciplines
+from wildsci.eval_sources import permutation
 from wildsci.evaluate import EvalRecipe, expand_models, permutation_summary
 from wildsci.recipes import RecipeError, load_recipe
 

@@ -28,7 +28,7 @@ def _score(res: dict[str, Any], model: str, task: str) -> dict[str, Any]:
 def results_markdown(res: dict[str, Any]) -> str:
     """The tables of ``results.md``: accuracy (95 % interval) and extraction rate per model and task, accuracy
     per discipline for tasks with two or more disciplines, option-order robustness, and skipped tasks."""
-    from wildsci.eval_sources import disciplines
+    from wildsci.eval_adapters import disciplines
 
     models, tasks = res["models"], res["tasks"]
     lines = [
