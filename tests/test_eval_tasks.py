@@ -258,6 +258,8 @@ def test_task_table_names_metric_and_no_clash_with_builtins(monkeypatch, shared_
     doc = mod.wildsci_prompt(row, "wildsci_perm:arc_challenge:1")
     opts, gold, order = permuted(mod.normalize(adapt_arc, row), 1)
     assert doc.query == format_question(row["question"], opts) and doc.specific["gold"] == gold
+    # independent of the code above: the gold letter shown points at the source's correct option text
+    assert opts[LETTERS.index(doc.specific["gold"])] == row["options"][LETTERS.index(row["answer"])]
     assert doc.choices == list(LETTERS[: len(opts)]) and doc.specific["order"] == order
 
     def scores(text):
