@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from _results import markdown_table, mcnemar_p, read_jsonl, start_run, wilson, write_jsonl  # noqa: E402
+from _results import markdown_table, mcnemar_p, package_versions, read_jsonl, start_run, wilson, write_jsonl  # noqa: E402
 
 BENCH = ROOT.parent / "shared" / "data" / "benchmarks"
 TRAIN_FILE = BENCH / "arc_challenge_train.jsonl"
@@ -212,14 +212,16 @@ def row_cells(name: str, desc: str, s: dict, train_min: float | None) -> list[st
 
 
 def code_key(commit: str) -> str:
-    """What a cached policy or evaluation depends on: the kit's code (git tree of src/) and this file's data and
-    evaluation functions. A commit that changes only the report reuses them; a dirty tree never does."""
+    """What a cached policy or evaluation depends on: the kit's code (git tree of src/), this file's data and
+    evaluation functions, and the installed key packages. A commit that changes only the report reuses them; a
+    dirty tree never does."""
     import inspect
 
     tree = subprocess.run(["git", "rev-parse", "HEAD:src"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     here = "".join(inspect.getsource(f) for f in (load_mc, rotate, wildsci_rows, make_data, evaluate))
     dirty = f"{commit}@{time.time()}" if commit.endswith("-dirty") or commit == "unknown" else ""
-    return hashlib.sha256(f"{tree}\0{here}\0{dirty}".encode()).hexdigest()[:16]
+    versions = json.dumps(package_versions(), sort_keys=True)  # a reinstalled torch/transformers/trl: rerun
+    return hashlib.sha256(f"{tree}\0{here}\0{dirty}\0{versions}".encode()).hexdigest()[:16]
 
 
 def verdict(base: dict, trained: dict[str, dict], n_heldout: int) -> str:
