@@ -46,7 +46,17 @@ SHARED_LOAD = 0.5
 sys.path.insert(0, str(ROOT / "src"))  # the checkout's own code, whatever is installed in the venv
 from wildsci.provenance import git_sha, is_dirty, markdown_table, package_versions  # noqa: E402
 
-__all__ = ["markdown_table", "package_versions", "Run", "start_run", "spread", "wilson", "mcnemar_p", "write_jsonl", "read_jsonl"]
+__all__ = [
+    "markdown_table",
+    "package_versions",
+    "Run",
+    "start_run",
+    "spread",
+    "wilson",
+    "mcnemar_p",
+    "write_jsonl",
+    "read_jsonl",
+]
 
 
 def machine() -> str:
