@@ -5,8 +5,6 @@ with the object API). Here every function builds a ``matplotlib.figure.Figure`` 
 global backend, safe in threads and tests) from plain lists that :mod:`wildsci.report.stats` computed, and
 :class:`Plots` saves it. Functions that draw a panel take an ``Axes``; functions that make a whole figure return
 it. Files are written to a temporary name and renamed, so a killed run never leaves half a PNG.
-
-This module is over 300 lines because it holds all the figures of a run in one place (a reason, not an accident).
 """
 
 from __future__ import annotations
