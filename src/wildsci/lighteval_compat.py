@@ -18,9 +18,10 @@ Two problems with the stock ``lighteval`` command, and what this module does abo
    ``eval_tasks/wildsci_tasks.py`` installs both fixes when lighteval loads it as ``--custom-tasks``, i.e.
    before the model and its cache are created, so they apply to the stock ``lighteval`` command too.
 
-3. **``lighteval endpoint litellm``** (the server backend of ``wildsci eval``): lighteval 0.13 turns on
-   LiteLLM's *disk* response cache at import -- a type that LiteLLM 1.109 removed, so the import fails
-   (``AttributeError: DISK``) -- and that cache is keyed on the model *name*, so a retrained checkpoint served
+3. **LiteLLM** (``lighteval endpoint litellm``, the server backend of ``wildsci eval``): lighteval 0.13 turns on
+   LiteLLM's *disk* response cache when it imports its model loader -- for *every* command, ``accelerate`` too --
+   and LiteLLM 1.109 removed that cache type, so with LiteLLM installed every command dies at start
+   (``AttributeError: DISK``). That cache is keyed on the model *name*, so a retrained checkpoint served
    under the same name would get the old answers. :func:`prepare_litellm` lets the import succeed and turns
    LiteLLM's cache off; lighteval's own weights-aware cache (2.) still caches every answer. LiteLLM's price
    list is read from its bundled copy instead of GitHub (``LITELLM_LOCAL_MODEL_COST_MAP``).
@@ -29,6 +30,7 @@ Two problems with the stock ``lighteval`` command, and what this module does abo
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -185,37 +187,65 @@ def prepare_litellm() -> None:
     from lighteval.models.endpoints import litellm_model  # creates the cache dropped next
 
     litellm.cache = None
-    _keep_completion_tokens(litellm_model.LiteLLMClient)
+    _patch_litellm_client(litellm_model.LiteLLMClient)
 
 
-def _keep_completion_tokens(client_cls: type) -> None:
-    """Give the LiteLLM backend's answers their generated token ids, as the transformers backend's have.
+class EndpointError(RuntimeError):
+    """A request to the model server still failed after lighteval's retries."""
 
-    lighteval 0.13 keeps only the text of an API answer, so ``completion_tokens`` would read 0. vLLM returns
-    the ids when asked (``return_token_ids``); they are matched back to the answers by text (identical texts
-    from one greedy model are identical token sequences).
+
+def _patch_litellm_client(client_cls: type) -> None:
+    """Two fixes to lighteval 0.13's LiteLLM client (idempotent).
+
+    1. **No silent empty answers.** When a request still fails after its retries, the client returns an empty
+       answer, which is scored wrong *and cached*: a dead server looks like a bad model, even on a rerun. Here
+       the run stops instead, with an error naming the endpoint and the last failure (status and message).
+    2. **Generated token ids.** The client keeps only an answer's text, so ``completion_tokens`` would read 0.
+       vLLM returns the ids when asked (``return_token_ids``); they are matched back to the answers by text
+       (identical texts from one model are identical token sequences) inside lighteval's response cache.
     """
-    if getattr(client_cls.greedy_until, "_wildsci_tokens", False):
+    if getattr(client_cls.greedy_until, "_wildsci_patched", False):
         return
+    import threading
+
     import litellm
+    from lighteval.tasks.requests import SamplingMethod
+    from lighteval.utils.cache_management import cached
 
     ids_by_text: dict[str, list[int]] = {}
+    last_error = threading.local()  # per request thread: the failure of its latest attempt, or None
     completion = litellm.completion
 
     def completion_with_ids(*args, **kwargs):
         if str(kwargs.get("model", "")).startswith("hosted_vllm/"):
             kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), "return_token_ids": True}
-        response = completion(*args, **kwargs)
+        try:
+            response = completion(*args, **kwargs)
+        except Exception as e:
+            status = getattr(e, "status_code", None)
+            text = " ".join(str(getattr(e, "message", None) or e).split())[:200]
+            last_error.value = f"{'HTTP ' + str(status) + ': ' if status else ''}{type(e).__name__}: {text}"
+            raise
+        last_error.value = None
         for choice in getattr(response, "choices", None) or []:
             ids = getattr(choice, "token_ids", None)
             if ids is not None and choice.message.content is not None:
                 ids_by_text[choice.message.content] = list(ids)
         return response
 
-    from lighteval.tasks.requests import SamplingMethod
-    from lighteval.utils.cache_management import cached
+    call_api = client_cls._LiteLLMClient__call_api
 
-    uncached = client_cls.greedy_until.__wrapped__  # inside lighteval's response cache: the ids get cached too
+    def call_api_or_fail(self, *args, **kwargs):
+        last_error.value = None
+        response = call_api(self, *args, **kwargs)
+        if last_error.value is not None:
+            raise EndpointError(
+                f"request to {self.base_url or self.provider} failed after {self.API_MAX_RETRY} tries: "
+                f"{last_error.value}"
+            )
+        return response
+
+    uncached = client_cls.greedy_until.__wrapped__
 
     def greedy_until_with_ids(self, docs):
         responses = uncached(self, docs)
@@ -225,8 +255,9 @@ def _keep_completion_tokens(client_cls: type) -> None:
         return responses
 
     wrapped = cached(SamplingMethod.GENERATIVE)(greedy_until_with_ids)
-    wrapped._wildsci_tokens = True  # type: ignore[attr-defined]
+    wrapped._wildsci_patched = True  # type: ignore[attr-defined]
     litellm.completion = completion_with_ids
+    client_cls._LiteLLMClient__call_api = call_api_or_fail
     client_cls.greedy_until = wrapped
 
 
@@ -235,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     import_builtin_tasks_offline_safe()
     install_weights_aware_cache()
-    if args[:2] == ["endpoint", "litellm"]:
+    if importlib.util.find_spec("litellm") is not None:  # lighteval imports its LiteLLM backend for every command
         prepare_litellm()
     from lighteval.__main__ import app
 
