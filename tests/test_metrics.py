@@ -15,12 +15,13 @@ from wildsci.metrics import (
     WildSciMetricsCallback,
     merge_snapshots,
     read_metrics,
+    summarize,
 )
 
 CONTRACT_KEYS = {
     "step", "epoch", "loss", "reward", "reward_std", "accuracy", "format_rate", "unparseable_rate",
     "completion_length", "clipped_ratio", "frac_reward_zero_std", "learning_rate", "per_discipline", "letters",
-    "gold_letters", "warnings",
+    "gold_letters", "top_letter", "top_letter_share", "top_letter_excess", "warnings",
 }  # fmt: skip
 
 
@@ -74,10 +75,14 @@ def test_jsonl_record_follows_the_contract(tmp_path):
     assert phys == {"n": 2, "accuracy": 0.5, "unparseable_rate": 0.0, "reward": 0.5, "completion_length": 16.5}
     assert rec["per_discipline"]["Biology"]["unparseable_rate"] == 1.0
     assert rec["letters"] == {"A": 1, "B": 1, "C": 1} and rec["gold_letters"] == {"A": 2, "B": 1, "C": 1}
+    # a tie goes to the earliest letter; its excess is over its share of the gold letters (A: 1/3 - 2/4)
+    assert rec["top_letter"] == "A" and rec["top_letter_share"] == pytest.approx(1 / 3)
+    assert rec["top_letter_excess"] == pytest.approx(1 / 3 - 1 / 2)
     assert rec["warnings"] == []
     # the trainer's loggers (trackio/tensorboard) get the same numbers as flat scalars
     assert logs["wildsci/accuracy"] == 0.5 and logs["wildsci/Physics/accuracy"] == 0.5
     assert logs["wildsci/Biology/unparseable_rate"] == 1.0
+    assert logs["wildsci/letter_share/B"] == pytest.approx(1 / 3) and "wildsci/top_letter_share" in logs
 
 
 def test_keys_a_step_cannot_compute_are_omitted(tmp_path):
@@ -146,8 +151,53 @@ def test_multi_process_merge_is_count_weighted(tmp_path):
     (rec,) = read_metrics(tmp_path / "m.jsonl")
     assert rec["per_discipline"]["Physics"]["n"] == 4
     assert rec["accuracy"] == pytest.approx(0.75)  # not (1.0 + 0.0) / 2
-    merged = merge_snapshots([{"groups": {}, "letters": {}, "gold_letters": {}}])
-    assert merged["groups"] == {}
+    assert rec["letters"] == {"A": 3, "B": 1} and rec["gold_letters"] == {"A": 4}
+
+
+def test_a_rank_with_nothing_scored_changes_no_count(tmp_path):
+    """A rank whose slice held no scored completion sends an empty snapshot; the merge must neither drop the
+    other ranks' counts nor invent a group for it."""
+    rank0, idle = RolloutCollector(["accuracy"]), RolloutCollector(["accuracy"])
+    feed(rank0, ["\\boxed{A}", "\\boxed{B}"], ["A", "A"], ["Physics", "Biology"])
+    alone = merge_snapshots([rank0.snapshot()])
+    feed(rank0, ["\\boxed{A}", "\\boxed{B}"], ["A", "A"], ["Physics", "Biology"])
+    both = merge_snapshots([idle.snapshot(), rank0.snapshot()])
+    assert both == alone and set(both["groups"]) == {"Physics", "Biology"}
+    assert summarize(merge_snapshots([idle.snapshot()]), ["accuracy"], None) == {}  # nothing scored: no keys
+
+
+def guard_run(tmp_path, answers, golds, steps=10):
+    """The callback over ``steps`` logged steps of 4 rollouts each, answers and golds cycling through the lists."""
+    collector, cb = make_cb(tmp_path, guards=Guards(letter_share_threshold=0.4, letter_share_window=8))
+    cb.on_train_begin(None, state(0), TrainerControl())
+    for step in range(1, steps + 1):
+        rollouts = [4 * step + k for k in range(4)]
+        texts = [f"\\boxed{{{answers[r % len(answers)]}}}" for r in rollouts]
+        feed(collector, texts, [golds[r % len(golds)] for r in rollouts], ["Physics"] * 4)
+        cb.on_log(None, state(step), TrainerControl(), logs=trl_logs())
+    return read_metrics(tmp_path / "wildsci_metrics.jsonl")
+
+
+def test_one_letter_guard_fires_on_a_policy_that_answers_one_letter(tmp_path):
+    recs = guard_run(tmp_path, answers=["D"], golds=["A", "B", "C", "D"])
+    fired = [r["step"] for r in recs if any("collapsing onto one letter" in w for w in r["warnings"])]
+    assert fired == list(range(5, 11))  # from the 5th step on, the window holds 20 readable answers
+    assert "100% of the 20 readable answers of the last 5 logged steps are D (+75% over" in recs[4]["warnings"][0]
+    assert recs[0]["top_letter"] == "D" and recs[0]["top_letter_share"] == 1.0
+    assert recs[0]["top_letter_excess"] == pytest.approx(0.75)
+
+
+def test_one_letter_guard_stays_quiet_on_a_balanced_policy(tmp_path):
+    recs = guard_run(tmp_path, answers=["A", "B", "C", "D", "B", "A", "D", "C"], golds=["A", "B", "C", "D"])
+    assert all(r["warnings"] == [] for r in recs)
+    assert max(r["top_letter_share"] for r in recs) <= 0.5
+
+
+def test_one_letter_guard_accepts_answers_that_follow_skewed_gold_letters(tmp_path):
+    """Questions whose gold letter is mostly D: a policy answering them right is not collapsing."""
+    golds = ["D", "D", "D", "A"]
+    recs = guard_run(tmp_path, answers=golds, golds=golds)
+    assert all(r["warnings"] == [] for r in recs) and recs[-1]["top_letter_share"] == 0.75
 
 
 def test_only_main_process_writes(tmp_path):

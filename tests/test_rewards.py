@@ -72,6 +72,21 @@ def test_format_reward_partial_credit():
         get_reward("format", format_partial_credit=2.0)
 
 
+def test_format_after_warmup_pays_format_only_with_the_right_letter_after_the_warmup():
+    """TRL hands every reward the TrainerState: the warm-up counts training steps (and survives a resume)."""
+    from transformers import TrainerState
+
+    fmt = get_reward("format_after_warmup", format_partial_credit=0.5, format_warmup_steps=3)
+    assert fmt.__name__ == "format_after_warmup" and "format_after_warmup" in REGISTRY
+    texts = ["\\boxed{B}", "\\boxed{A}", "The correct option is B.", "The correct option is A.", "no idea"]
+    golds = ["B"] * 5
+    during, after = TrainerState(global_step=2), TrainerState(global_step=3)
+    assert call(fmt, texts, golds, trainer_state=during) == [1.0, 1.0, 0.5, 0.5, 0.0]  # any readable answer
+    assert call(fmt, texts, golds, trainer_state=after) == [1.0, 0.0, 0.5, 0.0, 0.0]  # only with the right letter
+    with pytest.raises(UserError, match="format_warmup_steps"):
+        get_reward("format_after_warmup", format_warmup_steps=-1)
+
+
 def test_rewards_log_the_extracted_letter():
     logged: dict[str, list] = {}
     acc = get_reward("accuracy")

@@ -1,4 +1,4 @@
-"""Per-discipline GRPO training metrics and the two "silently learns nothing" guards.
+"""Per-discipline GRPO training metrics and the three "silently learns nothing" guards.
 
 The rewards (:mod:`wildsci.rewards`) hand every scored completion to a :class:`RolloutCollector`
 (discipline, gold letter, extracted letter, parser status, completion length, reward value). At every
@@ -13,7 +13,10 @@ logging step :class:`WildSciMetricsCallback`:
 4. checks the guards, logs loud warnings and stores them in the record's ``warnings``:
    ``completions/clipped_ratio`` above 0.5 (answers cut off, so rewards are mostly 0), and
    ``frac_reward_zero_std`` near 1 for several logged steps in a row (every group has identical rewards:
-   the GRPO advantage, hence the gradient, is zero).
+   the GRPO advantage, hence the gradient, is zero), and one answer letter taking more than 40 % of the
+   readable answers over a window of logged steps, beyond that letter's share of the gold answers (a
+   collapse onto one letter: readable, "formatted", right by chance). Each step's record carries
+   ``top_letter``, ``top_letter_share`` and ``top_letter_excess`` (share minus the gold share of that letter).
 
 On resume the JSONL keeps the records up to the checkpoint's step and drops the ones that will be logged again.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -149,12 +152,33 @@ def summarize(
         out["per_discipline"] = per
     out["letters"] = {k: merged["letters"][k] for k in LETTERS if merged["letters"].get(k)}
     out["gold_letters"] = {k: merged["gold_letters"][k] for k in LETTERS if merged["gold_letters"].get(k)}
+    out.update(letter_share(out["letters"], out["gold_letters"]))
     return out
+
+
+def letter_share(letters: dict[str, int], gold_letters: dict[str, int]) -> dict[str, Any]:
+    """The most frequent readable answer letter, its share, and its excess over that letter's share of the gold.
+
+    Why: a policy that answers one letter to everything scores that letter's gold share by chance, while its
+    format reward looks perfect; the excess says how far the answers moved from what the questions ask.
+    Empty when no answer could be read (nothing to judge, so nothing is written).
+    """
+    n, n_gold = sum(letters.values()), sum(gold_letters.values())
+    if not n:
+        return {}
+    top = max(LETTERS, key=lambda k: (letters.get(k, 0), -LETTERS.index(k)))
+    share = letters[top] / n
+    gold_share = gold_letters.get(top, 0) / n_gold if n_gold else 0.0
+    return {"top_letter": top, "top_letter_share": share, "top_letter_excess": share - gold_share}
 
 
 def flat_scalars(summary: dict[str, Any], prefix: str = "wildsci/") -> dict[str, float]:
     """The summary as flat scalar names for trackio / tensorboard (``wildsci/Physics/accuracy``)."""
-    flat = {f"{prefix}{k}": summary[k] for k in ("accuracy", "format_rate", "unparseable_rate") if k in summary}
+    keys = ("accuracy", "format_rate", "unparseable_rate", "top_letter_share", "top_letter_excess")
+    flat = {f"{prefix}{k}": summary[k] for k in keys if k in summary}
+    n = sum(summary.get("letters", {}).values())
+    for letter, count in summary.get("letters", {}).items():
+        flat[f"{prefix}letter_share/{letter}"] = count / n
     for disc, d in summary.get("per_discipline", {}).items():
         for k, v in d.items():
             flat[f"{prefix}{disc}/{k}"] = v
@@ -184,7 +208,8 @@ TRAINER_KEYS = {
 }
 RECORD_ORDER = (
     "step epoch loss reward reward_std accuracy format_rate unparseable_rate completion_length clipped_ratio "
-    "frac_reward_zero_std learning_rate per_discipline letters gold_letters warnings"
+    "frac_reward_zero_std learning_rate per_discipline letters gold_letters top_letter top_letter_share "
+    "top_letter_excess warnings"
 ).split()
 
 
@@ -195,7 +220,11 @@ def _number(v: Any) -> float | None:
 
 
 class Guards:
-    """The two warnings; state carries across logging steps (the zero-std streak)."""
+    """The three warnings; state carries across logging steps (the zero-std streak, the letter window)."""
+
+    #: the one-letter guard judges from this many readable answers in its window (fewer: a few rollouts of one
+    #: question agree by chance)
+    MIN_LETTER_ANSWERS = 20
 
     def __init__(
         self,
@@ -203,12 +232,40 @@ class Guards:
         zero_std_threshold: float = 0.95,
         zero_std_patience: int = 3,
         max_completion_length: int | None = None,
+        letter_share_threshold: float = 0.4,
+        letter_share_window: int = 8,
     ) -> None:
         self.clipped_threshold = clipped_threshold
         self.zero_std_threshold = zero_std_threshold
         self.zero_std_patience = zero_std_patience
         self.max_completion_length = max_completion_length
+        self.letter_share_threshold = letter_share_threshold
+        self.letter_window: deque[tuple[dict[str, int], dict[str, int]]] = deque(maxlen=letter_share_window)
         self.streak = 0
+
+    def one_letter(self, step: int, record: dict[str, Any]) -> str | None:
+        """A letter above the threshold share of the window's readable answers and beyond its gold share, or None."""
+        if "letters" not in record:
+            return None  # a step without rewards (reused generation batch) neither adds to nor clears the window
+        self.letter_window.append((record["letters"], record.get("gold_letters", {})))
+        letters: Counter = Counter()
+        gold: Counter = Counter()
+        for step_letters, step_gold in self.letter_window:
+            letters.update(step_letters)
+            gold.update(step_gold)
+        n = sum(letters.values())
+        pooled = letter_share(dict(letters), dict(gold))
+        if n < self.MIN_LETTER_ANSWERS or pooled["top_letter_share"] <= self.letter_share_threshold:
+            return None
+        if pooled["top_letter_excess"] <= 0:
+            return None  # the gold letters are that skewed themselves: answering them is no collapse
+        top, share = pooled["top_letter"], pooled["top_letter_share"]
+        return (
+            f"step {step}: {share:.0%} of the {n} readable answers of the last {len(self.letter_window)} logged steps "
+            f"are {top} ({pooled['top_letter_excess']:+.0%} over its share of the gold letters); the policy is "
+            "collapsing onto one letter and earns accuracy by chance -- lower the learning rate, or weigh accuracy "
+            "above format (see the letters histogram in wildsci_metrics.jsonl)"
+        )
 
     def check(self, step: int, record: dict[str, Any]) -> list[str]:
         warnings = []
@@ -229,6 +286,9 @@ class Guards:
                     "in a row; the GRPO advantage is 0, so nothing is learned -- add a shaping reward (format), raise "
                     "num_generations or temperature, or use questions of suitable difficulty"
                 )
+        collapse = self.one_letter(step, record)
+        if collapse:
+            warnings.append(collapse)
         return warnings
 
 

@@ -10,6 +10,10 @@ so what earns reward in training is exactly what counts as correct at evaluation
   (SmolLM2-135M) never boxes out of the box, so a boxed-only reward is 0 for every completion of every
   group, the GRPO advantage is 0 and nothing is learned. Partial credit gives the groups variance first
   (readable vs unreadable), then the gap to 1 pulls the policy towards the requested format.
+- ``format_after_warmup``: the format reward for the first ``format_warmup_steps`` training steps, then
+  format credit only with the right letter. Why: format credit that any letter can earn, kept for the whole
+  run, pays a policy for answering one letter to everything (readable, boxed, right by chance); after the
+  warm-up has taught the format, the credit only follows correct answers.
 
 Rewards follow TRL's signature: ``f(prompts, completions, completion_ids, **dataset_columns) -> list[float]``.
 Each reward logs the letter it extracted to TRL's completions table (``log_extra``) and hands the
@@ -65,7 +69,11 @@ def format_score(e: Extraction, partial_credit: float) -> float:
     return 1.0 if e.method == "boxed" else partial_credit
 
 
-def _make(name: str, score: Callable[[Extraction, str | None], float], collector=None) -> RewardFunc:
+#: a per-completion score: (parser decision, gold letter, training step) -> reward
+Score = Callable[[Extraction, str | None, int], float]
+
+
+def _make(name: str, score: Score, collector=None) -> RewardFunc:
     """Wrap a per-completion score into a TRL reward function that also logs letters and feeds metrics."""
 
     def reward(completions, answer=None, options=None, discipline=None, completion_ids=None, **kwargs) -> list[float]:
@@ -74,7 +82,9 @@ def _make(name: str, score: Callable[[Extraction, str | None], float], collector
                 f"reward {name!r} needs the dataset column 'answer' -- keep it in the dataset (it is a WildSci column)"
             )
         extractions = extract_all(completions, options)
-        values = [score(e, g) for e, g in zip(extractions, answer, strict=True)]
+        state = kwargs.get("trainer_state")  # TRL passes the TrainerState: the step survives a resume
+        step = state.global_step if state is not None else 0
+        values = [score(e, g, step) for e, g in zip(extractions, answer, strict=True)]
         log_extra = kwargs.get("log_extra")
         if log_extra is not None:
             log_extra(f"{name}_letter", [e.letter or f"<{e.status}>" for e in extractions])
@@ -90,20 +100,38 @@ def _make(name: str, score: Callable[[Extraction, str | None], float], collector
 
 def make_accuracy_reward(collector=None, **_: Any) -> RewardFunc:
     """1 correct / 0 wrong / 0 unparseable."""
-    return _make("accuracy", accuracy_score, collector)
+    return _make("accuracy", lambda e, gold, _step: accuracy_score(e, gold), collector)
 
 
 def make_format_reward(collector=None, format_partial_credit: float = 0.5, **_: Any) -> RewardFunc:
     """1 for ``\\boxed{X}``, ``format_partial_credit`` for any other parseable answer, 0 otherwise."""
     if not 0.0 <= format_partial_credit <= 1.0:
         raise UserError(f"format_partial_credit must be between 0 and 1, got {format_partial_credit}")
-    return _make("format", lambda e, _gold: format_score(e, format_partial_credit), collector)
+    return _make("format", lambda e, _gold, _step: format_score(e, format_partial_credit), collector)
+
+
+def make_format_after_warmup_reward(
+    collector=None, format_partial_credit: float = 0.5, format_warmup_steps: int = 8, **_: Any
+) -> RewardFunc:
+    """The format reward until step ``format_warmup_steps``; from then on format credit only for the right letter."""
+    if not 0.0 <= format_partial_credit <= 1.0:
+        raise UserError(f"format_partial_credit must be between 0 and 1, got {format_partial_credit}")
+    if format_warmup_steps < 0:
+        raise UserError(f"format_warmup_steps must be 0 or more, got {format_warmup_steps}")
+
+    def score(e: Extraction, gold: str | None, step: int) -> float:
+        if step >= format_warmup_steps and not accuracy_score(e, gold):
+            return 0.0
+        return format_score(e, format_partial_credit)
+
+    return _make("format_after_warmup", score, collector)
 
 
 #: name -> factory(collector=..., **options) returning a TRL reward function.
 REGISTRY: dict[str, Callable[..., RewardFunc]] = {
     "accuracy": make_accuracy_reward,
     "format": make_format_reward,
+    "format_after_warmup": make_format_after_warmup_reward,
 }
 
 

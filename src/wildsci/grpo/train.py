@@ -1,0 +1,243 @@
+"""The GRPO entry point: one ``TrlParser``, the pre-launch checks, TRL's ``GRPOTrainer``, save, card, push.
+
+    accelerate launch [--config_file recipes/accelerate/<x>.yaml] -m wildsci.grpo --config recipes/grpo/<name>.yaml
+
+Flow (open-r1's shape): parse the flat recipe and the command-line overrides into the dataclasses of
+:mod:`wildsci.grpo.config` (their ``__post_init__`` checks the values) -> :mod:`wildsci.grpo.checks` (model,
+output folder, checkpoint, vLLM, Hub token) -> :mod:`wildsci.grpo.data` -> rewards (:mod:`wildsci.rewards`) and the
+metrics callback (:mod:`wildsci.metrics`) -> train -> save, model card, optional push (:mod:`wildsci.grpo.hub`).
+Every problem a user can fix is one line and exit code 2; tokens are taken out of the arguments before the
+trainer sees them (:mod:`wildsci.grpo.redact`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from trl import GRPOTrainer, TrlParser, get_peft_config
+
+from wildsci.errors import UserError, first_line, run_main
+from wildsci.grpo.checks import check_model, check_output_dir, check_push, check_vllm, resolve_resume
+from wildsci.grpo.config import recipe_dataclasses
+from wildsci.grpo.data import dataset_provenance, load_split
+from wildsci.grpo.hub import push_model, write_model_card
+from wildsci.grpo.redact import REDACTED, is_secret_name, scrub, scrub_args, secret_values
+from wildsci.metrics import Guards, RolloutCollector, WildSciMetricsCallback, final_summary, read_metrics
+from wildsci.recipes import check_flat, load_yaml
+from wildsci.rewards import REGISTRY, build_rewards
+
+log = logging.getLogger("wildsci.grpo")
+PROG = "python -m wildsci.grpo"
+
+
+def _argparse_error(message: str):
+    raise UserError(f"command line: {message} -- see `{PROG} --help`")
+
+
+def config_path(argv: list[str]) -> str | None:
+    if "--config" not in argv:
+        return None
+    i = argv.index("--config")
+    if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+        raise UserError("command line: --config needs a path, e.g. --config recipes/grpo/demo_cpu.yaml")
+    return argv[i + 1]
+
+
+def parse(argv: list[str], recipe: dict[str, Any], source: str) -> tuple[Any, Any, Any]:
+    """The one parse: the recipe checked key by key (one line per mistake), then TRL's parser on recipe + argv."""
+    if not isinstance(recipe.get("env", {}), dict):
+        raise UserError(f"{source}: env must be a mapping of VARIABLE: value")
+    flat = {k: v for k, v in recipe.items() if k != "env"}  # TrlParser sets env: as environment variables
+    if isinstance(flat.get("resume_from_checkpoint"), bool):  # `true` means the last checkpoint
+        flat["resume_from_checkpoint"] = str(flat["resume_from_checkpoint"]).lower()
+    if recipe and not {"-h", "--help"} & set(argv):
+        # a required key given on the command line only (--dataset_name x) is the parser's to check
+        on_cli = {n for n, _ in overrides(argv)} & required_keys()
+        check_flat({**dict.fromkeys(on_cli - set(flat), "(command line)"), **flat}, recipe_dataclasses(), source)
+    parser = TrlParser(recipe_dataclasses(), prog=PROG)
+    parser.error = _argparse_error  # type: ignore[method-assign]
+    resume = parser._option_string_actions["--resume_from_checkpoint"]
+    resume.nargs, resume.const = "?", "last"  # a bare --resume_from_checkpoint means the last checkpoint
+    try:
+        return parser.parse_args_and_config(argv)
+    except UserError as e:
+        raise UserError(str(e) if str(e).startswith(f"{source}:") else f"{source}: {e}") from None
+    except ValueError as e:
+        raise UserError(f"{source}: {first_line(e)}") from None
+
+
+def required_keys() -> set[str]:
+    return {
+        f.name
+        for cls in recipe_dataclasses()
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+
+
+def overrides(argv: list[str], *parsed: Any) -> list[tuple[str, Any]]:
+    """(name, parsed value) of every flag given on the command line, for the model card."""
+    names = [a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--") and a != "--config"]
+    out = []
+    for name in dict.fromkeys(names):
+        obj = next((p for p in parsed if hasattr(p, name)), None)
+        value = getattr(obj, name) if obj is not None else None
+        out.append((name, REDACTED if is_secret_name(name) else getattr(value, "value", value)))
+    return out
+
+
+def remove_if_empty(out: Path) -> None:
+    """A folder this run created and left without a single non-empty file is removed (a failed run's litter)."""
+    if out.is_dir() and all(p.is_dir() or p.stat().st_size == 0 for p in out.rglob("*")):
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
+    """Parse, check, train, save, card, push. Returns the final metrics record."""
+    cfg = config_path(argv)
+    recipe = load_yaml(cfg) if cfg else {}
+    secrets |= secret_values([], recipe)
+    script, args, model_args = parse(argv, recipe, cfg or "command line")
+    over = overrides(argv, script, args, model_args)  # for the card, before the push flag is taken over below
+    removed = scrub_args(script, args, model_args)  # before anything can write or log them
+    secrets |= set(removed.values())
+    if removed:
+        log.warning(
+            "a token given as %s is used only for the push and written nowhere; prefer `hf auth login` or HF_TOKEN "
+            "(a command line is visible to other users of the machine and is repeated in accelerate's error report)",
+            ", ".join(removed),
+        )
+
+    out = check_output_dir(args.output_dir)
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    model_path = check_model(model_args.model_name_or_path, model_args.model_revision, args.trust_remote_code)
+    check_vllm(args)
+    push, args.push_to_hub = args.push_to_hub, False  # we push once, at the end, without the checkpoints
+    token = check_push(push, args.hub_model_id, removed.get("hub_token"))
+
+    created = not out.exists()
+    try:
+        return _train(script, args, model_args, model_path, out, resume, cfg, over, secrets, token if push else None)
+    except BaseException:
+        if created:
+            remove_if_empty(out)
+        raise
+
+
+def _train(script, args, model_args, model_path, out, resume, cfg, over, secrets, token) -> dict[str, Any]:
+    train_ds = load_split(script, script.dataset_train_split, seed=args.seed)
+    eval_ds = None
+    if getattr(args.eval_strategy, "value", args.eval_strategy) != "no":
+        if not script.dataset_test_split:
+            raise UserError(f"{cfg}: eval_strategy is set but dataset_test_split is not -- e.g. validation")
+        eval_ds = load_split(script, script.dataset_test_split, seed=args.seed)
+
+    ours = [r for r in script.reward_funcs if r in REGISTRY]
+    collector = RolloutCollector(ours, primary=ours[0] if ours else None)
+    rewards = build_rewards(
+        script.reward_funcs,
+        args.reward_weights,
+        collector,
+        format_partial_credit=script.format_partial_credit,
+        format_warmup_steps=script.format_warmup_steps,
+    )
+    callback = WildSciMetricsCallback(
+        collector,
+        script.metrics_path or out / "wildsci_metrics.jsonl",
+        reward_names=[getattr(f, "__name__", str(f)) for f in rewards],
+        reward_weights=args.reward_weights,
+        guards=Guards(
+            script.clipped_ratio_threshold,
+            script.zero_std_threshold,
+            script.zero_std_patience,
+            args.max_completion_length,
+            letter_share_threshold=script.letter_share_threshold,
+            letter_share_window=script.letter_share_window,
+        ),
+    )
+    args.model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        **(args.model_init_kwargs or {}),
+    }
+    try:
+        peft_config = get_peft_config(model_args)
+    except ValueError as e:
+        raise UserError(f"{cfg}: use_peft: {first_line(e)}") from None
+
+    trainer = GRPOTrainer(
+        model=model_path,
+        reward_funcs=rewards,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        peft_config=peft_config,
+    )
+    # First in line, so the per-discipline scalars it adds to the logs reach trackio/tensorboard too.
+    trainer.callback_handler.callbacks.insert(0, callback)
+    if resume:
+        step = json.loads((Path(resume) / "trainer_state.json").read_text()).get("global_step", "?")
+        log.info("resuming from %s (global step %s)", resume, step)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(out))
+    final = {
+        **final_summary(read_metrics(callback.path)),
+        **{k: v for k, v in result.metrics.items() if k != "total_flos"},
+    }
+    if trainer.accelerator.is_main_process:
+        # the final save's step (global_step): `wildsci eval` then knows it equals the last checkpoint
+        trainer.state.save_to_json(str(out / "trainer_state.json"))
+        write_model_card(
+            out,
+            model_args.model_name_or_path,
+            Path(cfg).read_text(encoding="utf-8") if cfg else "",
+            over,
+            dataset_provenance(script.dataset_name, script.dataset_revision),
+            final,
+            callback.all_warnings,
+            secrets,
+        )
+        log.info("saved the policy and its model card to %s", out)
+        if token:
+            private = True if args.hub_private_repo is None else bool(args.hub_private_repo)
+            url = push_model(out, args.hub_model_id, private=private, token=token)
+            log.info("pushed to %s (%s)", args.hub_model_id, "private" if private else "public")
+            print(f"pushed: {url}")
+    if hasattr(trainer, "end"):  # transformers >= 5.2x: finishes the trackers and the process group
+        trainer.end()
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    secrets = secret_values(argv)
+    # Under `accelerate launch` a failure is followed by accelerate's own traceback, which only repeats the command.
+    note = " (the cause; accelerate's report below only repeats the command)" if _under_accelerate() else ""
+
+    def body() -> int:
+        train(argv, secrets)
+        return 0
+
+    return run_main(
+        "wildsci.grpo",
+        body,
+        interrupted="interrupted -- rerun with --resume_from_checkpoint to continue",
+        clean=lambda line: scrub(line, secrets),
+        note=note,
+    )
+
+
+def _under_accelerate() -> bool:
+    return "ACCELERATE_MIXED_PRECISION" in os.environ
