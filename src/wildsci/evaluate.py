@@ -3,8 +3,9 @@
 One recipe (``recipes/eval/*.yaml``, :class:`EvalRecipe`) names a base model, a trained model folder (its
 ``checkpoint-*`` subfolders expand to one model each, with their step), the tasks of
 ``eval_tasks/wildsci_tasks.py`` and where their data lives. For every model, ``wildsci eval`` runs the
-lighteval CLI (``python -m wildsci.lighteval_compat accelerate|vllm ...``) in a child process and then reads
-lighteval's own results and per-sample details. It writes, as docs/architecture.md specifies:
+lighteval CLI (``python -m wildsci.lighteval_compat accelerate ...``, or ``... endpoint litellm ...`` against
+the model's vLLM OpenAI server with ``backend: server``) in a child process and then reads lighteval's own
+results and per-sample details. It writes, as docs/architecture.md specifies:
 
 - ``results.json``: models, tasks, per-task accuracy / extraction rate / n / per-discipline accuracy, and with
   ``--permutations K`` the option-order robustness of every model on every task;
@@ -14,9 +15,10 @@ lighteval's own results and per-sample details. It writes, as docs/architecture.
   drawn by :mod:`wildsci.report.evaluation` (``wildsci eval`` calls it after :func:`run_eval`).
 
 Why the CLI in a child process rather than lighteval's Python API: each model gets a fresh process, so its
-memory (vLLM's GPU memory especially) is returned before the next checkpoint loads; the numbers come from
-exactly the command users run by hand; and ``num_processes > 1`` runs it under ``accelerate launch`` for
-data-parallel evaluation on several GPUs. The price is lighteval's start-up (~20 s on a small CPU) per model.
+memory (and with ``backend: server`` the model's server) is released before the next checkpoint loads; the
+numbers come from exactly the command users run by hand; and ``num_processes > 1`` runs it under ``accelerate
+launch`` for data-parallel evaluation on several GPUs. The price is lighteval's start-up (~20 s on a small
+CPU) per model.
 
 Resuming: a model whose run finished (same weights, tasks, data and settings) is not evaluated again; its
 saved lighteval outputs are read instead. lighteval's response cache (``<output_dir>/.lighteval_cache``)
@@ -30,6 +32,7 @@ and scores are kept.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -113,9 +117,12 @@ class EvalRecipe:
     )
     max_new_tokens: int = field(default=4096, metadata={"help": "generation budget per answer (tokens)"})
     temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0: greedy)"})
-    backend: Literal["transformers", "vllm"] = field(
+    backend: Literal["transformers", "server", "vllm"] = field(
         default="transformers",
-        metadata={"help": "transformers (lighteval accelerate; CPU or GPU) or vllm (GPU, much faster)"},
+        metadata={
+            "help": "transformers (lighteval accelerate; CPU or GPU) or server (a vLLM OpenAI server per model, "
+            "scored by lighteval endpoint litellm; GPU, much faster). 'vllm' (lighteval's in-process vLLM) is refused"
+        },
     )
     device: str = field(default="auto", metadata={"help": "transformers backend: cpu, cuda or auto"})
     dtype: str = field(
@@ -128,9 +135,41 @@ class EvalRecipe:
     max_model_length: int | None = field(
         default=None, metadata={"help": "context length (prompt + answer); null: the model's own"}
     )
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per model replica"})
-    data_parallel_size: int = field(default=1, metadata={"help": "vllm backend: model replicas"})
-    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm backend: share of GPU memory to use"})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "server backend: GPUs per model replica"})
+    data_parallel_size: int = field(default=1, metadata={"help": "server backend: model replicas"})
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "server backend: share of GPU memory vLLM may use"}
+    )
+    server_command: list[str] | str | None = field(
+        default=None,
+        metadata={
+            "help": "server backend: the command that serves one model, with {model} {port} {host} {python} "
+            "placeholders (null: `vllm serve {model}` with the tensor/data parallel, memory, dtype and length "
+            "settings above). Any environment works, e.g. [/opt/vllm/bin/python, -m, "
+            "vllm.entrypoints.openai.api_server, --model, '{model}', --port, '{port}']"
+        },
+    )
+    server_env: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "server backend: extra environment for the server, e.g. VLLM_*"}
+    )
+    server_python: str | None = field(
+        default=None, metadata={"help": "server backend: fills {python} in server_command (default: this Python)"}
+    )
+    server_startup_timeout: float = field(
+        default=1200.0, metadata={"help": "server backend: seconds to wait for the server's /health"}
+    )
+    base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "server backend: attach to this running OpenAI-compatible server (its /v1 URL) instead of "
+            "starting one; it must serve the base model, and 'trained' must be unset"
+        },
+    )
+    api_key_env: str | None = field(
+        default=None,
+        metadata={"help": "server backend: name of the environment variable holding the server's API key"},
+    )
+    concurrent_requests: int = field(default=8, metadata={"help": "server backend: requests in flight at once"})
     system_prompt: str | None = field(
         default=SYSTEM_PROMPT,
         metadata={"help": "system prompt (default: the one GRPO trains with; null for chat templates without one)"},
@@ -158,6 +197,25 @@ class EvalRecipe:
             raise ValueError("permutations must be >= 0 and max_new_tokens, batch_size, num_processes >= 1")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError("max_samples must be >= 1 (or null for every question)")
+        if self.backend == "vllm":
+            raise ValueError(
+                "backend 'vllm' (lighteval's in-process vLLM) cannot run: lighteval 0.13 needs vLLM 0.10.0-0.10.1, "
+                "which predates transformers 5 -- use backend: server (a vLLM OpenAI server + lighteval's LiteLLM "
+                "backend; see docs/evaluation.md)"
+            )
+        if self.backend != "server" and (self.base_url or self.server_command):
+            raise ValueError(f"base_url and server_command need backend: server (backend is {self.backend!r})")
+        if self.base_url and self.trained:
+            raise ValueError(
+                "base_url attaches to one running server, which serves one model: unset 'trained', or unset "
+                "base_url to let wildsci eval start a server per checkpoint"
+            )
+        if self.base_url and not re.match(r"https?://", self.base_url):
+            raise ValueError(f"base_url {self.base_url!r} must start with http:// or https:// (e.g. .../v1)")
+        if self.server_startup_timeout <= 0 or self.concurrent_requests < 1:
+            raise ValueError("server_startup_timeout must be > 0 and concurrent_requests >= 1")
+        if self.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+            raise ValueError("api_key_env must name an environment variable (e.g. VLLM_API_KEY), not hold a value")
 
 
 @dataclass
@@ -281,37 +339,68 @@ def _device(recipe: EvalRecipe) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def model_parameters(recipe: EvalRecipe, model: ModelEntry, cache_dir: Path) -> dict[str, Any]:
+def model_parameters(
+    recipe: EvalRecipe, model: ModelEntry, cache_dir: Path, endpoint: Endpoint | None = None
+) -> dict[str, Any]:
     """lighteval's ``model_parameters`` for one model (written as YAML: the system prompt contains commas).
 
     ``max_new_tokens`` is deliberately *not* set here: lighteval 0.13's transformers backend truncates prompts
-    to that many tokens when it is, so the budget travels as the tasks' ``generation_size`` instead.
+    to that many tokens when it is, so the budget travels as the tasks' ``generation_size`` instead (the LiteLLM
+    backend sends it as ``max_tokens``). For the server backend the API key is never written here: LiteLLM reads
+    it from the child's environment (``HOSTED_VLLM_API_KEY``).
     """
     gen = {"temperature": recipe.temperature}
     params: dict[str, Any] = {"model_name": model.path, "cache_dir": str(cache_dir), "generation_parameters": gen}
     if recipe.system_prompt:
         params["system_prompt"] = recipe.system_prompt
+    if recipe.backend == "server":
+        if endpoint is None:
+            raise ValueError("the server backend needs the model's endpoint")
+        params.update(
+            model_name=f"{LITELLM_PROVIDER}/{endpoint.served_model}",
+            provider=LITELLM_PROVIDER,
+            base_url=endpoint.base_url,
+            concurrent_requests=recipe.concurrent_requests,
+            # known context length: lighteval would otherwise ask litellm's price list, then openrouter.ai
+            max_model_length=recipe.max_model_length or endpoint.max_model_len or 4096,
+            api_max_retry=SERVER_RETRIES,
+            api_retry_sleep=1.0,
+            timeout=600.0,
+        )
+        return params
     device = _device(recipe)
     dtype = recipe.dtype if recipe.dtype != "auto" else ("float32" if device == "cpu" else "bfloat16")
     params["dtype"] = dtype
-    if recipe.backend == "vllm":
-        params.update(
-            tensor_parallel_size=recipe.tensor_parallel_size,
-            data_parallel_size=recipe.data_parallel_size,
-            gpu_memory_utilization=recipe.gpu_memory_utilization,
-        )
-        if recipe.max_model_length:
-            params["max_model_length"] = recipe.max_model_length
-    else:
-        params.update(device=device, batch_size=recipe.batch_size)
-        if recipe.max_model_length:
-            params["max_length"] = recipe.max_model_length
+    params.update(device=device, batch_size=recipe.batch_size)
+    if recipe.max_model_length:
+        params["max_length"] = recipe.max_model_length
     return params
+
+
+def launch_settings(recipe: EvalRecipe, model: ModelEntry, out_dir: Path) -> dict[str, Any]:
+    """How the model was run, for results.json: backend plus device/dtype/processes, or the server's settings."""
+    if recipe.backend == "server":
+        where: dict[str, Any] = {"backend": "server", "dtype": recipe.dtype}
+        if recipe.base_url:
+            return {**where, "base_url": recipe.base_url}
+        from wildsci.serving import redact, render_command
+
+        cmd = recipe.server_command if recipe.server_command is not None else default_server_command(recipe)
+        shown = render_command(cmd, model="{model}", port="{port}", host="{host}", python="{python}")
+        return {**where, "server_command": redact(shown)}
+    params = model_parameters(recipe, model, out_dir)
+    return {
+        "backend": recipe.backend,
+        "device": params["device"],
+        "dtype": params["dtype"],
+        "num_processes": recipe.num_processes,
+    }
 
 
 def _command(recipe: EvalRecipe, model_yaml: Path, tasks: list[str], out: Path) -> list[str]:
     spec = ",".join(f"{t}|0" for t in tasks)
-    cli = ["-m", "wildsci.lighteval_compat", "vllm" if recipe.backend == "vllm" else "accelerate", str(model_yaml)]
+    backend = ["endpoint", "litellm"] if recipe.backend == "server" else ["accelerate"]
+    cli = ["-m", "wildsci.lighteval_compat", *backend, str(model_yaml)]
     cli += [spec, "--custom-tasks", str(_custom_tasks_path(recipe)), "--output-dir", str(out), "--save-details"]
     if recipe.backend == "transformers" and recipe.num_processes > 1:
         return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(recipe.num_processes), *cli]
@@ -323,6 +412,7 @@ def _child_env(config_file: Path, extra: dict[str, str] | None = None) -> dict[s
     env = {k: v for k, v in os.environ.items() if not k.startswith("WILDSCI_EVAL_") or k == "WILDSCI_EVAL_DATA_CACHE"}
     env["WILDSCI_EVAL_CONFIG"] = str(config_file)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["COLUMNS"] = "400"  # lighteval's rich tracebacks wrap at 80 columns off a terminal: keep the error whole
     env.update(extra or {})
     return env
 
@@ -335,22 +425,128 @@ def run_lighteval(
     config_file: Path,
     cache_dir: Path,
     env: dict[str, str] | None = None,
+    endpoint: Endpoint | None = None,
 ) -> None:
-    """One lighteval CLI run of ``tasks`` (full names) on one model; its log goes to ``out/lighteval.log``."""
+    """One lighteval CLI run of ``tasks`` (full names) on one model; its log goes to ``out/lighteval.log``.
+
+    With the server backend, ``endpoint`` is the model's running server. A request that still fails after its
+    retries stops the run (:mod:`wildsci.lighteval_compat`; stock lighteval would score it as an empty answer),
+    and the error names the endpoint and the server's answer.
+    """
     out.mkdir(parents=True, exist_ok=True)
     model_yaml = out / "model.yaml"
-    model_yaml.write_text(yaml.safe_dump({"model_parameters": model_parameters(recipe, model, cache_dir)}))
+    params = model_parameters(recipe, model, cache_dir, endpoint)
+    model_yaml.write_text(yaml.safe_dump({"model_parameters": params}))
     cmd = _command(recipe, model_yaml, tasks, out)
     log = out / "lighteval.log"
+    child_env = _child_env(config_file, env)
+    if recipe.backend == "server":
+        child_env.update(_server_client_env(recipe))
     with open(log, "w", encoding="utf-8") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_child_env(config_file, env))
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=child_env)
     if proc.returncode != 0:
-        tail = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()][-1:]
+        lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        last = next((ln for ln in reversed(lines) if "EndpointError:" in ln), lines[-1] if lines else "")
+        raise UserError(f"lighteval failed on {model.name} (exit {proc.returncode}): {last[:400]} -- see {log}")
+
+
+# ------------------------------------------------------------------------------------------- server backend
+#: LiteLLM's provider for vLLM's OpenAI-compatible server (no OpenAI-only parameters such as logprobs).
+LITELLM_PROVIDER = "hosted_vllm"
+#: lighteval's LiteLLM client retries with exponential back-off; a dead server should fail in seconds.
+SERVER_RETRIES = 3
+
+
+@dataclass
+class Endpoint:
+    """A running OpenAI-compatible server for one model: where it is and the model id it serves."""
+
+    base_url: str
+    served_model: str
+    max_model_len: int | None = None
+
+
+def default_server_command(recipe: EvalRecipe) -> list[str]:
+    """``vllm serve {model}`` with the recipe's parallelism, memory, dtype and context settings."""
+    from wildsci.serving import DEFAULT_COMMAND
+
+    cmd = [*DEFAULT_COMMAND, "--dtype", recipe.dtype, "--seed", "0"]
+    cmd += ["--tensor-parallel-size", str(recipe.tensor_parallel_size)]
+    cmd += ["--data-parallel-size", str(recipe.data_parallel_size)]
+    cmd += ["--gpu-memory-utilization", str(recipe.gpu_memory_utilization)]
+    if recipe.max_model_length:
+        cmd += ["--max-model-len", str(recipe.max_model_length)]
+    return cmd
+
+
+def _api_key(recipe: EvalRecipe) -> str | None:
+    if not recipe.api_key_env:
+        return None
+    key = os.environ.get(recipe.api_key_env)
+    if not key:
         raise UserError(
-            f"lighteval failed on {model.name} (exit {proc.returncode}): {tail[0][:300] if tail else ''} -- see {log}"
+            f"api_key_env is {recipe.api_key_env!r} but that environment variable is not set -- export it "
+            "(the key is read from the environment only)"
         )
+    return key
+
+
+def _server_client_env(recipe: EvalRecipe) -> dict[str, str]:
+    """The lighteval child's environment for LiteLLM: the key (from the environment only), no network look-ups."""
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    key = _api_key(recipe)
+    if key:
+        env["HOSTED_VLLM_API_KEY"] = key
+    return env
+
+
+def _pick_served(base_url: str, wanted: list[str], api_key: str | None) -> tuple[str, int | None]:
+    """The id (and context length) of the model the server serves: one of ``wanted``, or its only model."""
+    from wildsci.serving import ServerError, get_json
+
+    status, body = get_json(base_url.rstrip("/") + "/models", api_key=api_key)
+    if status != 200 or not isinstance(body, dict):
+        what = "nothing answered" if status == 0 else f"HTTP {status}"
+        raise ServerError(f"{base_url}/models: {what} -- is the server running, and is base_url its /v1 URL?")
+    cards = {m["id"]: m for m in body.get("data", []) if isinstance(m, dict) and m.get("id")}
+    pick = next((w for w in wanted if w in cards), None)
+    if pick is None and len(cards) == 1:
+        pick = next(iter(cards))
+    if pick is None:
+        raise ServerError(f"{base_url} serves {sorted(cards)}, none of which is {wanted[0]} -- set 'base' to one")
+    return pick, cards[pick].get("max_model_len")
+
+
+@contextlib.contextmanager
+def model_endpoint(recipe: EvalRecipe, model: ModelEntry, log_dir: Path) -> Iterator[Endpoint | None]:
+    """The server backend's endpoint for one model: attach to ``base_url``, or start a server on the model's
+    weights for the duration of the block (its log: ``log_dir/server.log``); ``None`` for other backends."""
+    if recipe.backend != "server":
+        yield None
+        return
+    key = _api_key(recipe)
+    if recipe.base_url:
+        served, max_len = _pick_served(recipe.base_url, [model.ref, model.path], key)
+        yield Endpoint(recipe.base_url.rstrip("/"), served, max_len)
+        return
+    from wildsci.serving import VllmServer
+
+    env = dict(recipe.server_env)
+    if key:
+        env["VLLM_API_KEY"] = key  # vLLM reads it from the environment: it never appears on a command line
+    server = VllmServer(
+        model=model.path,
+        command=recipe.server_command if recipe.server_command is not None else default_server_command(recipe),
+        env=env,
+        python=recipe.server_python,
+        startup_timeout=recipe.server_startup_timeout,
+        log_path=log_dir / "server.log",
+    )
+    with server:
+        served, max_len = _pick_served(server.base_url, [model.path, model.ref], key)
+        yield Endpoint(server.base_url, served, max_len)
 
 
 # ------------------------------------------------------------------------------------------- reading outputs
@@ -493,17 +689,19 @@ def evaluate_model(
             records.extend(_record(model.name, short, r) for r in rows)
 
     cache = out_dir / ".lighteval_cache" if recipe.response_cache else run_dir / "cache"
-    if open_tasks:
-        run_lighteval(recipe, model, names(open_tasks), run_dir, config_file, cache)
-        collect(run_dir)
-        if not recipe.response_cache:
-            shutil.rmtree(run_dir / "cache", ignore_errors=True)
-    if secret_tasks:
-        with tempfile.TemporaryDirectory(prefix="wildsci-eval-sensitive-") as tmp:
-            t = Path(tmp)
-            env = {"HF_DATASETS_CACHE": str(t / "datasets")}
-            run_lighteval(recipe, model, names(secret_tasks), t / "out", config_file, t / "cache", env)
-            collect(t / "out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with model_endpoint(recipe, model, run_dir) as endpoint:  # server backend: one server per model
+        if open_tasks:
+            run_lighteval(recipe, model, names(open_tasks), run_dir, config_file, cache, endpoint=endpoint)
+            collect(run_dir)
+            if not recipe.response_cache:
+                shutil.rmtree(run_dir / "cache", ignore_errors=True)
+        if secret_tasks:
+            with tempfile.TemporaryDirectory(prefix="wildsci-eval-sensitive-") as tmp:
+                t = Path(tmp)
+                env = {"HF_DATASETS_CACHE": str(t / "datasets")}
+                run_lighteval(recipe, model, names(secret_tasks), t / "out", config_file, t / "cache", env, endpoint)
+                collect(t / "out")
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps({"key": key, "results": results, "records": records}), encoding="utf-8")
     return results, records
@@ -514,13 +712,7 @@ def ran_on(recipe: EvalRecipe, model: ModelEntry, out_dir: Path) -> dict[str, An
     """What ran where, for results.json: backend, device and dtype as given to lighteval, kit commit, versions."""
     from wildsci.provenance import git_sha, package_versions
 
-    params = model_parameters(recipe, model, out_dir)
-    where = {"backend": recipe.backend, "device": params.get("device", "cuda"), "dtype": params["dtype"]}
-    if recipe.backend == "vllm":
-        where.update(tensor_parallel_size=recipe.tensor_parallel_size, data_parallel_size=recipe.data_parallel_size)
-    else:
-        where["num_processes"] = recipe.num_processes
-    return {**where, "git_sha": git_sha(), "versions": package_versions()}
+    return {**launch_settings(recipe, model, out_dir), "git_sha": git_sha(), "versions": package_versions()}
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
