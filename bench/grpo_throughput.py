@@ -27,6 +27,7 @@ completion tokens/s (rollouts per step x completion length / s per step), peak G
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -55,7 +56,7 @@ QWEN25_15B = dict(
 #: recipe keys that change what is computed or how fast; the rest (paths, logging, data, rewards) do not apply
 SPEED_KEYS = {
     "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "generation_batch_size",
-    "num_generations", "activation_checkpointing", "gradient_checkpointing", "bf16", "beta", "loss_type",
+    "num_generations", "gradient_checkpointing", "bf16", "beta", "loss_type",
     "mask_truncated_completions", "temperature", "top_p", "top_k", "num_iterations", "use_vllm", "vllm_mode",
     "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode", "vllm_tensor_parallel_size",
     "vllm_importance_sampling_correction", "cache_implementation", "use_liger_kernel", "torch_compile",
@@ -137,6 +138,11 @@ def variant_config(name: str, recipe: str, completion_len: int, smoke: bool) -> 
     else:
         data = yaml.safe_load(Path(recipe).read_text())
         cfg = {k: v for k, v in data.items() if k in SPEED_KEYS}
+        from trl import GRPOConfig
+
+        known = {f.name for f in dataclasses.fields(GRPOConfig)} | {"dtype", "attn_implementation"}
+        if stale := sorted(k for k in data if k not in known and k.endswith("checkpointing")):
+            sys.exit(f"grpo_throughput: {recipe}: {', '.join(stale)} is not a GRPOConfig key in the installed TRL")
         if name == "recipe_vllm":
             cfg.update(use_vllm=True, vllm_mode="colocate", vllm_importance_sampling_correction=True)
             cfg.setdefault("vllm_gpu_memory_utilization", 0.35)
