@@ -141,7 +141,7 @@ def variant_config(name: str, recipe: str, completion_len: int, smoke: bool) -> 
         from trl import GRPOConfig
 
         known = {f.name for f in dataclasses.fields(GRPOConfig)} | {"dtype", "attn_implementation"}
-        if stale := sorted(k for k in data if k not in known and k.endswith("checkpointing")):
+        if stale := sorted(k for k in cfg if k not in known):  # a key TRL renamed: say so, not a TypeError
             sys.exit(f"grpo_throughput: {recipe}: {', '.join(stale)} is not a GRPOConfig key in the installed TRL")
         if name == "recipe_vllm":
             cfg.update(use_vllm=True, vllm_mode="colocate", vllm_importance_sampling_correction=True)
