@@ -371,6 +371,15 @@ def test_vllm_outside_trl_window_or_without_gpu_is_one_line(tmp_path, capsys, da
         sys.modules.pop("vllm", None)
 
 
+def test_gpu_recipe_vllm_settings_are_checked_before_launch(tmp_path, capsys):
+    """The 8-GPU recipe (vLLM colocate) on this machine: vLLM missing, outside TRL's window, or no CUDA -- one line,
+    before any model is fetched."""
+    recipe = ROOT / "recipes/grpo/qwen2.5-7b-instruct.yaml"
+    line = _err(capsys, ["--config", str(recipe), "--bf16", "false", "--output_dir", str(tmp_path / "out")])
+    assert "use_vllm" in line and any(s in line for s in ("not installed", "supports vLLM", "needs a CUDA GPU"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_failed_training_removes_the_output_folder_it_created(tmp_path, data, monkeypatch):
     (tmp_path / "boom.py").write_text("def reward(completions, **kw):\n    raise RuntimeError('boom')\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -117,10 +117,10 @@ def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
 
     out = check_output_dir(args.output_dir)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    model_path = check_model(model_args.model_name_or_path, model_args.model_revision, args.trust_remote_code)
     check_vllm(args)
     push, args.push_to_hub = args.push_to_hub, False  # we push once, at the end, without the checkpoints
     token = check_push(push, args.hub_model_id, removed.get("hub_token"))
+    model_path = check_model(model_args.model_name_or_path, model_args.model_revision, args.trust_remote_code)
 
     created = not out.exists()
     try:
