@@ -127,8 +127,9 @@ def test_ctrl_c_while_waiting_stops_the_server_in_seconds(tmp_path):
     fake = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
     driver = textwrap.dedent(
         f"""
-        import sys
+        import signal, sys
         from wildsci.serving import VllmServer
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job may inherit SIGINT ignored
         with VllmServer(model="m", command=[sys.executable, "-c", {fake!r}], log_path={str(tmp_path / "s.log")!r}):
             pass
         """
