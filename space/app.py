@@ -127,18 +127,6 @@ class SpaceState:
         yield frame(status)
 
 
-class CheckedSlider(gr.Slider):
-    """A slider whose range the handler checks (:func:`config.check_number`), so an out-of-range value sent
-    through the API gets the one-line status message like any bad input. Gradio's own check (gradio 6.31)
-    prints a traceback to the Space's log for every such request."""
-
-    def get_block_name(self) -> str:
-        return "slider"  # the same front-end component
-
-    def preprocess(self, payload: Any) -> Any:
-        return payload
-
-
 def _error_frame(msg: str) -> tuple:
     msg = scrub(msg)
     gr.Warning(msg)
@@ -191,12 +179,8 @@ def build_app(cfg: SpaceConfig | None = None, state: SpaceState | None = None) -
             compare = gr.Checkbox(
                 value=st.base is not st.finetuned, label="Side by side: base vs finetuned", elem_id="compare"
             )
-            max_new = CheckedSlider(
-                1, cfg.max_new_tokens_limit, value=cfg.max_new_tokens, step=1, label="Max new tokens"
-            )
-            temp = CheckedSlider(
-                0.0, MAX_TEMPERATURE, value=cfg.temperature, step=0.05, label="Temperature (0 = greedy)"
-            )
+            max_new = gr.Slider(1, cfg.max_new_tokens_limit, value=cfg.max_new_tokens, step=1, label="Max new tokens")
+            temp = gr.Slider(0.0, MAX_TEMPERATURE, value=cfg.temperature, step=0.05, label="Temperature (0 = greedy)")
 
         with gr.Tabs(selected="browse" if bank else "own"):
             with gr.Tab("Browse WildSci", id="browse", visible=bank is not None):
@@ -288,9 +272,16 @@ def build_app(cfg: SpaceConfig | None = None, state: SpaceState | None = None) -
         sub.input(on_filter, [disc, sub], [sub, pick, row, view], **private)
         pick.input(lambda r: r, [pick], [row], **private)
         row.change(on_row, [row], [view], **private)
-        rnd.click(on_random, [disc, sub], [pick, row, view], api_name="random_question", queue=False)
+        # preprocess=False: the handlers check every value themselves and answer bad ones in one status line;
+        # gradio's own checks (slider range, dropdown choices) print a traceback to the log per bad API call
+        rnd.click(on_random, [disc, sub], [pick, row, view], api_name="random_question", queue=False, preprocess=False)
         compare.change(lambda c: gr.update(visible=bool(c)), [compare], [base_col], **private)
-        limit = {"concurrency_limit": cfg.concurrency, "concurrency_id": "generate", "show_progress": "minimal"}
+        limit = {
+            "concurrency_limit": cfg.concurrency,
+            "concurrency_id": "generate",
+            "show_progress": "minimal",
+            "preprocess": False,
+        }
         ask_btn.click(ask_row, [row, compare, max_new, temp], outputs, api_name="ask", **limit)
         own_inputs = [own_q, own_opts, own_gold, compare, max_new, temp]
         own_btn.click(ask_own, own_inputs, outputs, api_name="ask_own", **limit)

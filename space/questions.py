@@ -112,13 +112,13 @@ _OPTION_LABEL = re.compile(r"^\s*(?:[A-J][.):]|\([A-J]\))\s+")
 
 def parse_own_question(question: str, options_text: str, gold: str, cfg: SpaceConfig) -> Question:
     """A typed question, checked against the limits. Raises :class:`UserError` with what to fix."""
-    question = (question or "").strip()
+    question = str(question or "").strip()  # str(): values sent through the API are not always strings
     if not question:
         raise UserError("type a question first")
     if len(question) > cfg.max_question_chars:
         raise UserError(f"the question has {len(question)} characters; the limit is {cfg.max_question_chars}")
     # Options one per line; a leading "A." / "(B)" label is dropped because the prompt letters them itself.
-    opts = [_OPTION_LABEL.sub("", ln).strip() for ln in (options_text or "").splitlines() if ln.strip()]
+    opts = [_OPTION_LABEL.sub("", ln).strip() for ln in str(options_text or "").splitlines() if ln.strip()]
     if not 2 <= len(opts) <= len(LETTERS):
         raise UserError(f"give 2 to {len(LETTERS)} options, one per line (got {len(opts)})")
     for k, o in enumerate(opts):
@@ -127,7 +127,7 @@ def parse_own_question(question: str, options_text: str, gold: str, cfg: SpaceCo
     norm = [" ".join(o.lower().split()) for o in opts]
     if len(set(norm)) != len(norm):
         raise UserError("two options are the same -- every option must be different")
-    gold = (gold or "").strip().upper()
+    gold = str(gold or "").strip().upper()
     if gold in ("", "(NONE)", "NONE"):
         gold = ""
     elif gold not in LETTERS[: len(opts)]:
