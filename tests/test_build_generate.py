@@ -22,8 +22,8 @@ from wildsci.builder.generate import (
     validate_question,
 )
 from wildsci.llm import BackendConfig, CallCache, ChatRequest, make_client
-from wildsci.testing.loopback import LoopbackServer, Reply
 from wildsci.schema import question_id
+from wildsci.testing.loopback import LoopbackServer, Reply
 
 OPTS = [f"Option number {i} about enzyme kinetics" for i in range(10)]
 

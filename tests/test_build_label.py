@@ -9,9 +9,9 @@ import pytest
 
 from wildsci.builder.label import DROP_REASONS, LabelConfig, label_rows
 from wildsci.llm import BackendConfig, CallCache, make_client
-from wildsci.testing.loopback import LoopbackServer, Reply
 from wildsci.schema import validate_row
 from wildsci.taxonomy import load_taxonomy
+from wildsci.testing.loopback import LoopbackServer, Reply
 
 # title tag -> what the classifier answers
 ANSWERS = {"neuro": "Neuroscience", "micro": "microbiology", "astro": "Astrology", "fail": None}

@@ -12,8 +12,8 @@ import pytest
 from wildsci.answers import LETTERS
 from wildsci.builder.options import DROP_REASONS, OptionsConfig, complete_options, shuffle_options
 from wildsci.llm import BackendConfig, CallCache, make_client
-from wildsci.testing.loopback import LoopbackServer, Reply
 from wildsci.schema import options_list
+from wildsci.testing.loopback import LoopbackServer, Reply
 
 BASE = ["a lower activation energy", "a higher temperature only", "a change of solvent", "a larger vessel"]
 

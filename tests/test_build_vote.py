@@ -12,9 +12,9 @@ import pytest
 from wildsci.answers import LETTERS
 from wildsci.builder.vote import DROP_REASONS, VoteConfig, filter_by_votes, vote, voter_plan, voting_type_counts
 from wildsci.llm import BackendConfig, CallCache, make_client
-from wildsci.testing.loopback import LoopbackServer, Reply
 from wildsci.prompts import build_messages
 from wildsci.schema import options_dict, validate_row
+from wildsci.testing.loopback import LoopbackServer, Reply
 
 
 def _row(case: str, gold: int = 3) -> dict:

@@ -112,11 +112,11 @@ def test_openai_retries_then_succeeds():
 @pytest.mark.parametrize(
     ("reply", "error_part"),
     [
-        (Reply(status=500, headers={"retry-after-ms": "10"}), "InternalServerError"),
+        (Reply(status=500, headers={"retry-after-ms": "10"}), "HTTP 500 from http://127.0.0.1"),
         (Reply(raw_body=b"<html>bad gateway</html>", headers={"Content-Type": "text/html"}), "non-JSON"),
         (Reply(raw_body=b'{"object": "chat.completion", "choices": []}'), "no choices"),
         (Reply(content=None), "no content"),
-        (Reply(status=400), "BadRequestError"),
+        (Reply(status=400), "HTTP 400 from http://127.0.0.1"),
     ],
 )
 def test_openai_failures_become_counted_errors(tmp_path, reply, error_part):
@@ -135,7 +135,7 @@ def test_openai_timeout_is_an_error_not_a_hang():
     with LoopbackServer(lambda body, n: Reply("late", delay_s=1.5)) as srv:
         t0 = time.monotonic()
         res = _openai(srv, timeout_s=0.3, max_retries=0).chat([ChatRequest(_msgs(0))])
-        assert res[0].text is None and "Timeout" in res[0].error
+        assert res[0].text is None and "no answer within 0.3 s from http://127.0.0.1" in res[0].error
         assert time.monotonic() - t0 < 1.4
 
 
@@ -320,3 +320,19 @@ def test_sigkill_mid_stage_then_rerun_makes_only_missing_calls(tmp_path):
         assert cache.stats["made"] == 40 - answered and cache.stats["cached"] == answered
         clean = make_client(cfg, CallCache(tmp_path / "clean.sqlite")).chat(reqs)
         assert [r.text for r in resumed] == [r.text for r in clean]
+
+
+def test_guided_decoding_is_part_of_a_remote_calls_key_only():
+    """Switching how a constraint is sent must not replay answers made under the other mode (an old server ignored
+    one of them); the endpoint is transport and stays out; the local backend has one mode, so its keys do not move."""
+    req = ChatRequest(_msgs(0), json_schema=SCHEMA)
+
+    def key(**kw):
+        return make_client(BackendConfig(**kw), None).key(req)
+
+    remote = {"backend": "openai", "model": "m", "base_url": "http://a/v1"}
+    assert key(**remote) != key(**remote, guided_decoding="vllm") != key(**remote, guided_decoding="vllm_legacy")
+    assert key(**remote) == key(**{**remote, "base_url": "http://b:9000/v1"})
+    assert key(**remote, structured=False) == key(**remote, structured=False, guided_decoding="vllm")
+    local = {"model": "tiny:qwen2"}
+    assert key(**local) == key(**local, guided_decoding="vllm")

@@ -71,7 +71,12 @@ def _cmd_build(args: argparse.Namespace, extra: list[str]) -> int:
     expect_kind(args.recipe, "data", RECIPE_KINDS)
 
     run_build(
-        args.recipe, output_dir=args.output_dir, dry_run=args.dry_run, push=args.push, overrides=parse_overrides(extra)
+        args.recipe,
+        output_dir=args.output_dir,
+        dry_run=args.dry_run,
+        push=args.push,
+        overrides=parse_overrides(extra),
+        overwrite=args.overwrite,
     )
     return 0
 
@@ -151,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output-dir", default=None, help="where to write the dataset (default: the recipe's output_dir)")
     b.add_argument("--dry-run", action="store_true", help="print the plan, counts and estimated LLM calls; do nothing")
     b.add_argument("--push", action="store_true", help="push the built dataset to the Hub (recipe's hub_repo_id)")
+    b.add_argument("--overwrite", action="store_true", help="write into an output folder that holds other files")
     b.set_defaults(func=_cmd_build)
 
     r = sub.add_parser("recipes", help="recipe tools")

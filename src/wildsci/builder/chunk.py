@@ -69,6 +69,15 @@ class ChunkConfig:
         metadata={"help": "A paper whose text is less than this fraction letters/spaces is dropped as garbled_text."},
     )
 
+    def __post_init__(self) -> None:
+        if self.max_tokens < 16 or self.min_words < 1:
+            raise ValueError("chunking.max_tokens must be >= 16 and chunking.min_words >= 1")
+        if self.max_chunks_per_paper is not None and self.max_chunks_per_paper < 1:
+            raise ValueError("chunking.max_chunks_per_paper must be >= 1 (or null for all)")
+        for name in ("max_formula_ratio", "min_letter_ratio"):
+            if not 0 <= getattr(self, name) <= 1:  # also refuses nan
+                raise ValueError(f"chunking.{name} is {getattr(self, name)}: a fraction in [0, 1]")
+
 
 # ---------------------------------------------------------------------------------------- chunking
 class TokenCounter:
@@ -179,13 +188,11 @@ def read_and_chunk(
     chunk_drops: Counter[str] = Counter()
     chunks: list[dict[str, Any]] = []
     papers = 0
-    bar = tqdm(desc="ingest", unit="paper", disable=not progress)
-    for paper in iter_papers(sources, cfg, stats, shard=shard, max_papers=max_papers):
-        papers += 1
-        got = chunk_paper(paper, cfg, counter, chunk_drops)
-        chunks += got
-        bar.update(1)
-    bar.close()
+    with tqdm(desc="ingest", unit="paper", disable=not progress) as bar:  # closed on errors too: no torn line
+        for paper in iter_papers(sources, cfg, stats, shard=shard, max_papers=max_papers):
+            papers += 1
+            chunks += chunk_paper(paper, cfg, counter, chunk_drops)
+            bar.update(1)
     stages = [
         {"name": "ingest", "in": stats.read, "out": papers, "drops": dict(stats.drops)},
         {"name": "chunk", "in": papers, "out": len(chunks), "drops": dict(chunk_drops), "tokens": counter.describe()},

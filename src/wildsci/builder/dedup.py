@@ -52,6 +52,16 @@ class DedupConfig:
     num_perm: int = field(default=128, metadata={"help": "MinHash permutations (more = more precise, slower)."})
     shingle_size: int = field(default=3, metadata={"help": "Words per shingle."})
 
+    def __post_init__(self) -> None:
+        # checked here, before any LLM call: a bad value would otherwise surface as a datasketch traceback
+        # after every call was paid for
+        if not 0 < self.threshold <= 1:  # also refuses nan
+            raise ValueError(
+                f"dedup.threshold is {self.threshold}: a Jaccard similarity in (0, 1] -- e.g. 0.8, not 80"
+            )
+        if self.num_perm < 16 or self.shingle_size < 1:
+            raise ValueError("dedup.num_perm must be >= 16 and dedup.shingle_size >= 1")
+
 
 @dataclass
 class BenchmarkConfig:
@@ -79,6 +89,10 @@ class DecontamConfig:
         default=5,
         metadata={"help": "N-grams in more than this many benchmark questions are exam boilerplate and ignored."},
     )
+
+    def __post_init__(self) -> None:
+        if self.ngram < 1 or self.min_overlap < 1 or self.max_benchmark_frequency < 1:
+            raise ValueError("decontamination.ngram, min_overlap and max_benchmark_frequency must each be >= 1")
 
 
 # ------------------------------------------------------------------------------------ hashed n-grams

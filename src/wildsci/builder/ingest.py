@@ -197,9 +197,18 @@ def _iter_parquet(path: Path, stats: IngestStats) -> Iterator[dict[str, Any]]:
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:
-        raise UserError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]}) -- check the file") from None
-    for batch in pf.iter_batches(batch_size=256):
-        yield from batch.to_pylist()
+        raise UserError(f"{path}: not a readable parquet file ({first_line(e)[:120]}) -- check the file") from None
+    batches = pf.iter_batches(batch_size=256)
+    while True:
+        try:  # a corrupt page shows only when its batch is read or decoded ("Couldn't deserialize thrift", bad UTF-8)
+            rows = next(batches).to_pylist()
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 - pyarrow raises OSError or ArrowInvalid, with pages of detail
+            raise UserError(
+                f"{path}: the parquet file is damaged ({first_line(e)[:120]}) -- re-export or re-download it"
+            ) from None
+        yield from rows
 
 
 def _iter_jats(path: Path, stats: IngestStats) -> Iterator[dict[str, Any]]:

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.markup import escape
 
 from wildsci.answers import LETTERS
 from wildsci.builder.card import render_card
 from wildsci.builder.chunk import read_and_chunk
 from wildsci.builder.config import BuildRecipe
-from wildsci.builder.console import log, summary_table
+from wildsci.builder.console import failed_calls, failure_reason, log, summary_table
 from wildsci.builder.dedup import dedup_and_decontaminate
 from wildsci.builder.generate import generate_questions
 from wildsci.builder.label import label_rows
@@ -42,6 +43,7 @@ from wildsci.builder.split import split_rows
 from wildsci.builder.state import (
     STATE_DIR,
     Checkpoints,
+    claim_output_dir,
     content_hash,
     read_shards,
     stage_entry,
@@ -98,19 +100,28 @@ class Clients:
     def labeler(self) -> LLMClient:
         return self._make()[-1]
 
+    def _distinct(self) -> list[LLMClient]:
+        return list({id(c): c for c in self._all or []}.values())
+
+    def failures(self) -> Counter[str]:
+        """Failed calls by cause over every client (``HTTP 500 from http://...``)."""
+        total: Counter[str] = Counter()
+        for c in self._distinct():
+            total.update(getattr(c, "failures", {}))
+        return total
+
     def close(self) -> None:
-        for c in {id(c): c for c in self._all or []}.values():
+        for c in self._distinct():
             if hasattr(c, "close"):
                 c.close()
 
 
-def per_paper_stages(recipe: BuildRecipe, ckpt: Checkpoints, cache: CallCache) -> tuple[list[dict], list[dict]]:
+def per_paper_stages(recipe: BuildRecipe, ckpt: Checkpoints, clients: Clients, stages: list[dict]) -> list[dict]:
     """ingest -> chunk -> generate -> options -> vote -> filter -> label, each checkpointed.
 
-    Returns the labelled rows (in corpus order) and the stage entries of the build report.
+    Returns the labelled rows (in corpus order); each finished stage's report entry is appended to ``stages`` as
+    it ends, so a build that stops midway still shows what it did.
     """
-    stages: list[dict] = []
-    clients = Clients(recipe, cache)
 
     got = ckpt.get("chunk")
     if got:
@@ -143,18 +154,14 @@ def per_paper_stages(recipe: BuildRecipe, ckpt: Checkpoints, cache: CallCache) -
         stages.append(stage_entry(name, len(rows_in) if n_in is None else n_in, len(rows), meta["drops"]))
         return rows
 
-    try:
-        # generate's "in" counts attempted questions (passages x questions_per_chunk), like its drops
-        attempts = len(chunks) * recipe.generate.questions_per_chunk
-        rows = run("generate", chunks, lambda rs: generate_questions(rs, clients.generator, recipe.generate), attempts)
-        rows = run("options", rows, lambda rs: complete_options(rs, clients.generator, recipe.options))
-        rows = run("vote", rows, lambda rs: vote(rs, clients.voters, recipe.vote))
-        rows = run("filter", rows, lambda rs: filter_by_votes(rs, recipe.vote))
-        labeler = (lambda: clients.labeler) if recipe.label.use_llm else (lambda: None)
-        rows = run("label", rows, lambda rs: label_rows(rs, labeler(), recipe.label))
-    finally:
-        clients.close()
-    return rows, stages
+    # generate's "in" counts attempted questions (passages x questions_per_chunk), like its drops
+    attempts = len(chunks) * recipe.generate.questions_per_chunk
+    rows = run("generate", chunks, lambda rs: generate_questions(rs, clients.generator, recipe.generate), attempts)
+    rows = run("options", rows, lambda rs: complete_options(rs, clients.generator, recipe.options))
+    rows = run("vote", rows, lambda rs: vote(rs, clients.voters, recipe.vote))
+    rows = run("filter", rows, lambda rs: filter_by_votes(rs, recipe.vote))
+    labeler = (lambda: clients.labeler) if recipe.label.use_llm else (lambda: None)
+    return run("label", rows, lambda rs: label_rows(rs, labeler(), recipe.label))
 
 
 def canonical_order(rows: list[dict]) -> list[dict]:
@@ -196,8 +203,12 @@ def run_build(
     dry_run: bool = False,
     push: bool = False,
     overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any] | None:
-    """Build (or plan, or push) the dataset of a data recipe. Returns the build report (``None`` for a dry run)."""
+    """Build (or plan, or push) the dataset of a data recipe. Returns the build report (``None`` for a dry run).
+
+    Every way it can fail prints the stage table of what was done, then one line naming the cause.
+    """
     overrides = dict(overrides or {})
     if output_dir is not None:
         overrides["output_dir"] = output_dir
@@ -205,24 +216,41 @@ def run_build(
     if overrides:
         data = merge_overrides(data, overrides)
     recipe = from_dict(BuildRecipe, data, str(recipe_path))
+    preflight(recipe, push)
     if dry_run:
         print_plan(recipe, build_plan(recipe))
         return None
-    preflight(recipe, push)
-    t0 = time.time()
     out = Path(recipe.output_dir)
+    claim_output_dir(out, overwrite)
+    stages: list[dict] = []
+    try:
+        return _build(recipe, recipe_path, out, stages, push)
+    except (Exception, KeyboardInterrupt):
+        if stages:
+            summary_table(stages, f"{recipe.name}: stopped after {stages[-1]['name']}")
+        raise
+
+
+def _build(recipe: BuildRecipe, recipe_path: str | Path, out: Path, stages: list[dict], push: bool) -> dict[str, Any]:
+    t0 = time.time()
     recipe_hash = content_hash(recipe)
-    state = out / STATE_DIR
-    cache = CallCache(recipe.cache_path or state / "llm_cache.sqlite")
+    cache = CallCache(recipe.cache_path or out / STATE_DIR / "llm_cache.sqlite")
+    clients = Clients(recipe, cache)
     try:
         if recipe.merge_from:
-            rows, stages = read_shards(recipe)
+            rows, merged = read_shards(recipe)
+            stages += merged
             log(f"merged {len(recipe.merge_from)} shards: {len(rows)} labelled questions")
         else:
-            rows, stages = per_paper_stages(recipe, Checkpoints(state, recipe_hash), cache)
+            rows = per_paper_stages(recipe, Checkpoints(out / STATE_DIR, recipe_hash), clients, stages)
         llm_calls = {"made": cache.stats.get("made", 0), "cached": cache.stats.get("cached", 0)}
+        failures = clients.failures()
     finally:
+        clients.close()
         cache.close()
+    if failures:
+        what = escape(f"{sum(failures.values())} LLM calls failed ({failed_calls(failures)})")
+        log(f"[yellow]{what}[/] -- rerun the same command to retry exactly those (finished calls come from the cache)")
 
     if recipe.shard:
         i, n = recipe.shard_tuple()
@@ -243,9 +271,10 @@ def run_build(
     stages.append(stage_entry("dedup_decontaminate", n_in, len(rows), drops))
     splits = {k: v for k, v in split_rows(rows, recipe.split).items() if v}
     if not rows:
-        raise UserError(
-            "every question was dropped (see the summary above) -- loosen the recipe's filters or check the generator"
-        )
+        reason = failure_reason(stages, failures)
+        summary_table(stages, f"{recipe.name}: no question left")
+        stages.clear()  # shown already: run_build's handler must not print it twice
+        raise UserError(reason)
     for split in SPLITS:  # a split that is empty now must not survive from an earlier build
         if split not in splits:
             for f in (out / "data").glob(f"{split}-*.parquet"):

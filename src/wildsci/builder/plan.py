@@ -19,6 +19,7 @@ from wildsci.builder.card import find_template
 from wildsci.builder.chunk import read_and_chunk
 from wildsci.builder.config import BuildRecipe
 from wildsci.builder.ingest import SourceConfig, is_remote, source_files
+from wildsci.builder.push import check_push
 from wildsci.errors import UserError
 from wildsci.models import resolve_model
 
@@ -27,7 +28,11 @@ STAGE_ORDER = ("ingest", "chunk", "generate", "options", "vote", "filter", "labe
 
 
 def preflight(recipe: BuildRecipe, push: bool) -> None:
-    """Everything that can be checked before any work starts; each failure is one line."""
+    """Everything that can be checked before any work starts (for a build and a dry run); each failure is one line.
+
+    Values inside one section are checked by the recipe dataclasses' ``__post_init__`` when the recipe loads; what
+    needs the outside world (files, models, the Hub, the environment) is checked here.
+    """
     if push and not recipe.hub_repo_id:
         raise UserError("--push needs hub_repo_id in the recipe (or --hub_repo_id my-org/name)")
     if recipe.shard and push:
@@ -52,11 +57,8 @@ def preflight(recipe: BuildRecipe, push: bool) -> None:
                 f"{role}: api_key_env names ${cfg.api_key_env}, which is not set -- export it "
                 "(never put keys in recipes)"
             )
-    out = Path(recipe.output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"output_dir {out}: cannot create it ({e.strerror}) -- choose another --output-dir") from None
+    if push:
+        check_push(recipe.hub_repo_id)  # offline or not logged in: known now, not after every call was paid for
 
 
 def _remote_source_count(src: SourceConfig) -> tuple[int | None, str]:

@@ -24,13 +24,8 @@ from wildsci.errors import UserError, first_line
 ALLOW_PATTERNS = ["README.md", "build_report.json", "data/*.parquet"]
 
 
-def push_dataset(out_dir: str | Path, repo_id: str | None, private: bool = True, message: str | None = None) -> str:
-    """Create (if needed) and update the Hub dataset repo ``repo_id`` from ``out_dir``; returns the commit URL."""
-    out = Path(out_dir)
-    if not repo_id:
-        raise UserError("--push needs a Hub repo: set hub_repo_id in the recipe or pass --hub_repo_id my-org/name")
-    if not (out / "README.md").is_file() or not list((out / "data").glob("*.parquet")):
-        raise UserError(f"{out}: no built dataset to push (README.md + data/*.parquet) -- run the build first")
+def check_push(repo_id: str) -> None:
+    """What can be known about a push before the build: offline mode and a missing token (checked before any call)."""
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):  # read now, not at import
         raise UserError(
             f"cannot push to {repo_id}: HF_HUB_OFFLINE=1 is set -- unset it (and check your network) to push"
@@ -40,6 +35,16 @@ def push_dataset(out_dir: str | Path, repo_id: str | None, private: bool = True,
             f"cannot push to {repo_id}: not logged in to the Hugging Face Hub -- run `hf auth login` or set HF_TOKEN "
             "to a token with write access"
         )
+
+
+def push_dataset(out_dir: str | Path, repo_id: str | None, private: bool = True, message: str | None = None) -> str:
+    """Create (if needed) and update the Hub dataset repo ``repo_id`` from ``out_dir``; returns the commit URL."""
+    out = Path(out_dir)
+    if not repo_id:
+        raise UserError("--push needs a Hub repo: set hub_repo_id in the recipe or pass --hub_repo_id my-org/name")
+    if not (out / "README.md").is_file() or not list((out / "data").glob("*.parquet")):
+        raise UserError(f"{out}: no built dataset to push (README.md + data/*.parquet) -- run the build first")
+    check_push(repo_id)
     api = huggingface_hub.HfApi()
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)

@@ -28,6 +28,25 @@ STATE_DIR = ".wildsci_build"
 TRANSPORT_KEYS = ("base_url", "api_key_env", "concurrency", "timeout_s", "max_retries")
 
 
+def claim_output_dir(out: Path, overwrite: bool) -> None:
+    """Make ``out`` a build folder: new, empty, one an earlier build made (it holds ``.wildsci_build``), or
+    ``overwrite``. A user's own files (a README.md, a data/ folder) are never replaced without being asked."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} is a file -- choose a folder with --output-dir")
+    if out.is_dir() and not overwrite and not (out / STATE_DIR).is_dir():
+        theirs = sorted(p.name for p in out.iterdir())
+        if theirs:
+            shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
+            raise UserError(
+                f"output_dir {out} already holds files wildsci build did not write ({shown}) -- choose an empty "
+                "folder with --output-dir, or pass --overwrite to replace its README.md and data/"
+            )
+    try:
+        (out / STATE_DIR).mkdir(parents=True, exist_ok=True)  # the marker: this folder is a build's
+    except OSError as e:
+        raise UserError(f"output_dir {out}: cannot create it ({e.strerror}) -- choose another --output-dir") from None
+
+
 def content_dict(recipe: BuildRecipe) -> dict[str, Any]:
     """The recipe values that determine the dataset's content (its hash names the rows' ``recipe_hash``)."""
     data = dataclasses.asdict(recipe)

@@ -8,6 +8,7 @@ are re-exported here: callers import a backend from one place.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ __all__ = [
 BACKENDS = ("transformers", "openai")
 GUIDED_MODES = ("response_format", "vllm", "vllm_legacy")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: what an environment variable name looks like (a pasted key has lower case letters or dashes)
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 @dataclass
@@ -105,12 +108,21 @@ class BackendConfig:
         for name in ("max_new_tokens", "concurrency", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+        # written as positive ranges so that nan fails them too (nan < 0 is False)
+        if not (0 <= self.temperature <= 10 and 0 < self.top_p <= 1):
+            raise ValueError(
+                f"temperature must be in [0, 10] and top_p in (0, 1], got {self.temperature}, {self.top_p}"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.max_retries < 0 or self.timeout_s <= 0:
-            raise ValueError("max_retries must be >= 0 and timeout_s > 0")
+        if not (0 <= self.max_retries <= 20 and 0 < self.timeout_s <= 3600):
+            raise ValueError("max_retries must be in [0, 20] and timeout_s in (0, 3600]")
+        if self.api_key_env is not None and not ENV_NAME.fullmatch(self.api_key_env):
+            # never echo the value: a key pasted here instead of a variable name must not reach a log
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (upper case, e.g. HF_TOKEN), not a key "
+                "(the value given is not shown) -- export the key as a variable and name it here"
+            )
 
     def sampling(self) -> dict[str, Any]:
         """The parameters that change a call's answer (part of the cache key)."""
@@ -120,6 +132,9 @@ class BackendConfig:
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
             "structured": self.structured,
+            # how a constraint is sent changes a remote answer (an old vLLM ignores one of the spellings); the
+            # local backend has one way only, so its keys (and seeds) stay as they were
+            **({"guided_decoding": self.guided_decoding} if self.backend == "openai" and self.structured else {}),
         }
 
     def describe(self) -> str:

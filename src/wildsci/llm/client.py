@@ -9,12 +9,14 @@ exception: the stages count it as a drop.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from tqdm.auto import tqdm
 
+from wildsci.errors import UserError
 from wildsci.llm.cache import CallKey, call_key
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ class ChatResult:
 
 class LLMClient(Protocol):
     config: BackendConfig
+    failures: Counter[str]
 
     def chat(self, requests: list[ChatRequest], desc: str = "") -> list[ChatResult]: ...
 
@@ -96,6 +99,10 @@ class CachedClient:
         self.config = config
         self.cache = cache
         self.stats = cache.stats if cache is not None else {"made": 0, "cached": 0, "failed": 0}
+        #: failed calls by cause (``HTTP 500 from http://...``): what a failed build names as its reason
+        self.failures: Counter[str] = Counter()
+        #: set by a backend that must stop the build (e.g. a server that ignores the constraint): raised by chat()
+        self.fatal: str | None = None
 
     def key(self, req: ChatRequest) -> str:
         """The request's cache key (and, through :func:`request_seed`, its sampling seed)."""
@@ -132,6 +139,7 @@ class CachedClient:
                     self.stats["made"] += 1
                     if res.text is None:
                         self.stats["failed"] += 1
+                        self.failures[res.error or "unknown error"] += 1
                     elif self.cache is not None:
                         self.cache.put(k, res.text, self.config.model, res.finish_reason)
                     for i in pending[k]:
@@ -141,6 +149,8 @@ class CachedClient:
                             else res
                         )
                     bar.update(1)
+        if self.fatal:
+            raise UserError(self.fatal)
         return [r if r is not None else ChatResult(None, error="internal: no result") for r in results]
 
     @staticmethod

@@ -1,0 +1,284 @@
+"""How ``wildsci build`` fails: one line naming the cause (after the stage table), never a traceback, never a
+frozen bar, never a user's file replaced, never a key echoed -- and every bad value refused before the first call.
+
+Each test drives the real CLI (``wildsci.cli.main`` or a subprocess) against a real HTTP server on loopback
+(``wildsci.testing.loopback``) scripted into one failure: HTTP 500, a refused connection, a server that stops
+answering, one that ignores the structured-output request, a key echoed in an error body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from build_fake_llm import FakeLLM
+
+from wildsci.cli import main
+from wildsci.testing.loopback import LoopbackServer, Reply
+
+TOKEN = "hf_PlantedSecretValue0123456789abcd"
+
+
+def passage(topic: str) -> str:
+    return " ".join(
+        f"Measurements of {topic} in sample {k} showed the effect grows with temperature." for k in range(5)
+    )
+
+
+def write_papers(path: Path, n: int = 3) -> Path:
+    rows = [
+        {"id": f"p-{i}", "title": f"Paper {i}", "abstract": passage(f"topic {i}"), "license": "CC-BY-4.0"}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_recipe(tmp: Path, base_url: str, source: Path | None = None, **generator) -> Path:
+    recipe = {
+        "name": "failure-test",
+        "output_dir": str(tmp / "out"),
+        "sources": [{"path": str(source or write_papers(tmp / "papers.jsonl"))}],
+        "chunking": {"max_tokens": 200, "min_words": 10},
+        "generator": {
+            "backend": "openai",
+            "model": "served-model",
+            "base_url": base_url,
+            "max_retries": 0,
+            "concurrency": 2,
+            "timeout_s": 10,
+            **generator,
+        },
+        "generate": {"questions_per_chunk": 2},
+        "options": {"max_attempts": 1},
+        "vote": {"num_votes": 2, "constrained": True, "min_correct_votes": 0},
+        "split": {"validation": 0.0, "test": 0.0},
+    }
+    path = tmp / "recipes" / "data" / "r.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def build(capsys, *args: str) -> tuple[int, str]:
+    """``wildsci build ARGS`` in this process: (exit code, everything printed)."""
+    rc = main(["build", *args])
+    out, err = capsys.readouterr()
+    return rc, out + err
+
+
+def error_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.startswith("wildsci: error:")]
+    assert len(lines) == 1, text[-3000:]
+    assert "Traceback" not in text
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------- a failing server
+def test_server_500_names_endpoint_status_and_count_after_the_stage_table(tmp_path, capsys):
+    with LoopbackServer(lambda body, n: Reply(status=500, headers={"retry-after-ms": "1"})) as srv:
+        rc, text = build(capsys, str(write_recipe(tmp_path, srv.url, max_retries=1)))
+    line = error_line(text)
+    assert rc == 2
+    assert f"6/6 generation calls failed: HTTP 500 from {srv.url}" in line, line
+    assert "rerun the same command to resume" in line
+    assert "generate" in text and "llm_error=6" in text  # the stage table was printed
+    assert "HTTP 500" in text and "(attempt 1 of 2) -- retry in" in text  # each retry shown as it happened
+    manifest = json.loads((tmp_path / "out" / ".wildsci_build" / "manifest.json").read_text())
+    assert manifest["stages"]["generate"]["retry"] is True  # the rerun recomputes exactly the failed calls
+
+
+def test_refused_connection_stops_sending_after_a_run_of_failures(tmp_path, capsys):
+    with LoopbackServer() as srv:
+        url = srv.url
+    papers = write_papers(tmp_path / "papers.jsonl", n=12)  # 24 calls; the server is gone
+    t0 = time.monotonic()
+    rc, text = build(capsys, str(write_recipe(tmp_path, url, source=papers, max_retries=2)))
+    line = error_line(text)
+    assert f"24/24 generation calls failed: cannot connect to {url} -- is the server up?" in line, line
+    assert "calls in a row failed" in text and "the rest of this batch is not sent" in text
+    assert time.monotonic() - t0 < 60
+
+
+def test_a_server_that_stops_answering_shows_each_timeout(tmp_path, capsys):
+    with LoopbackServer(lambda body, n: Reply("late", delay_s=3)) as srv:
+        rc, text = build(capsys, str(write_recipe(tmp_path, srv.url, timeout_s=0.5, max_retries=1)))
+    assert f"no answer within 0.5 s from {srv.url}: timed out (attempt 1 of 2) -- retry in" in text
+    assert "(attempt 2 of 2) -- call dropped" in text
+    assert "generation calls failed: no answer within 0.5 s" in error_line(text)
+
+
+def test_a_server_that_ignores_the_constraint_is_named_with_the_mode_to_use(tmp_path, capsys):
+    # FakeLLM answers prose unless the schema comes as response_format -- what vLLM >= 0.12 does with guided_json
+    with FakeLLM() as llm:
+        papers = write_papers(tmp_path / "papers.jsonl", n=10)
+        recipe = write_recipe(tmp_path, llm.base_url, source=papers, guided_decoding="vllm_legacy")
+        rc, text = build(capsys, str(recipe))
+        sent = llm.requests
+    line = error_line(text)
+    assert "ignored the structured-output request (guided_decoding: vllm_legacy)" in line, line
+    assert "vLLM >= 0.12 ignores vllm_legacy" in line
+    assert sent < 20  # stopped early, not after every call
+
+
+def test_ctrl_c_with_requests_in_flight_exits_in_seconds_keeping_finished_calls(tmp_path):
+    def handler(body, n):
+        return Reply("prose") if n < 2 else Reply("late", delay_s=150)
+
+    with LoopbackServer(handler) as srv:
+        recipe = write_recipe(tmp_path, srv.url, timeout_s=200, max_retries=3)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wildsci.cli", "build", str(recipe)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        deadline = time.monotonic() + 120
+        while srv.hits < 4 and time.monotonic() < deadline:  # two answered, two hanging
+            time.sleep(0.1)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    # the requests in flight would hold it 150 s (x 4 attempts); what remains is the interpreter's own exit,
+    # ~1 s on an idle machine (several on a loaded 2-core box)
+    assert took < 20, took
+    assert proc.returncode == 130 and "interrupted -- rerun the same command to resume" in err
+    with sqlite3.connect(tmp_path / "out" / ".wildsci_build" / "llm_cache.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 2
+
+
+# ---------------------------------------------------------------------------------------- bad input
+def _latin1(p: Path) -> None:
+    p.write_bytes(b'{"id": "p-0", "title": "caf\xe9", "abstract": "r\xe9sum\xe9 ' + passage("x").encode() + b'"}\n')
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "source_extra", "expected"),
+    [
+        ("empty", lambda p: p.write_text(""), {}, "the sources held no rows (an empty file?)"),
+        ("latin1", _latin1, {}, "ingest: 1/1 dropped as not_utf8: the input is not UTF-8"),
+        ("csv", lambda p: p.write_text("id,title\np-0,a\np-1,b\n"), {}, "3/3 dropped as bad_json"),
+        (
+            "no_text",
+            lambda p: p.write_text('{"id": "p-0", "title": "t", "license": "CC0-1.0", "summary": "x"}\n'),
+            {},
+            "dropped as missing_text: no text column was found",
+        ),
+        ("where_typo", lambda p: write_papers(p), {"where": {"splt": "dev"}}, "3/3 dropped as filtered"),
+    ],
+)
+def test_input_that_yields_nothing_names_its_cause(tmp_path, capsys, name, write, source_extra, expected):
+    src = tmp_path / "papers.jsonl"
+    write(src)
+    with LoopbackServer() as srv:
+        recipe = write_recipe(tmp_path, srv.url, source=src)
+        data = yaml.safe_load(recipe.read_text())
+        data["sources"][0].update(source_extra)
+        recipe.write_text(yaml.safe_dump(data))
+        rc, text = build(capsys, str(recipe))
+        assert srv.hits == 0
+    assert rc == 2 and expected in error_line(text), text[-2000:]
+    assert "ingest" in text  # the stage table
+
+
+def test_a_damaged_parquet_file_is_one_line(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "papers.parquet"
+    rows = [{"id": f"p-{i}", "abstract": passage(str(i)), "license": "CC0-1.0"} for i in range(50)]
+    pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=10, compression="none")
+    raw = bytearray(src.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = b"\xff" * 64  # a page header in the middle, not the footer
+    src.write_bytes(bytes(raw))
+    with LoopbackServer() as srv:
+        rc, text = build(capsys, str(write_recipe(tmp_path, srv.url, source=src)))
+    assert rc == 2 and "the parquet file is damaged" in error_line(text), text[-2000:]
+
+
+# ---------------------------------------------------------------- values refused before the first call
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--generator.temperature", "nan"], "temperature must be in [0, 10]"),
+        (["--dedup.threshold", "80"], "dedup.threshold is 80.0: a Jaccard similarity in (0, 1]"),
+        (["--chunking.min_letter_ratio", "nan"], "chunking.min_letter_ratio is nan"),
+        (["--dry-run", "--generator.backend", "transformers", "--generator.model", "embedded:nope"], "embedded"),
+        (["--push", "--hub_repo_id", "me/ds"], "HF_HUB_OFFLINE=1 is set"),
+    ],
+)
+def test_bad_values_are_refused_before_any_call(tmp_path, capsys, monkeypatch, args, expected):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with LoopbackServer() as srv:
+        rc, text = build(capsys, str(write_recipe(tmp_path, srv.url)), *args)
+        assert srv.hits == 0
+    assert rc == 2 and expected in error_line(text), text[-2000:]
+    assert not (tmp_path / "out" / ".wildsci_build" / "llm_cache.sqlite").exists()
+
+
+# ---------------------------------------------------------------------------------- the user's files
+def test_output_dir_with_the_users_files_is_not_touched_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("my own notes\n")
+    with FakeLLM() as llm:
+        recipe = write_recipe(tmp_path, llm.base_url)
+        rc, text = build(capsys, str(recipe))
+        assert rc == 2 and "already holds files wildsci build did not write (README.md)" in error_line(text)
+        assert llm.requests == 0 and (out / "README.md").read_text() == "my own notes\n"
+        assert sorted(p.name for p in out.iterdir()) == ["README.md"]
+        rc, text = build(capsys, str(recipe), "--overwrite")
+    assert rc == 0, text[-2000:]
+    assert (out / "README.md").read_text() != "my own notes\n" and list((out / "data").glob("*.parquet"))
+
+
+# ------------------------------------------------------------------------------------------- secrets
+def _every_file_text(root: Path) -> str:
+    return "".join(p.read_bytes().decode("utf-8", "replace") for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        ["--generator.api_key_env", TOKEN],
+        [f"--generator.api_key_env={TOKEN}"],
+        ["yaml"],
+    ],
+)
+def test_a_key_given_instead_of_a_variable_name_is_never_echoed(tmp_path, capsys, spelling):
+    with LoopbackServer() as srv:
+        recipe = write_recipe(tmp_path, srv.url, **({"api_key_env": TOKEN} if spelling == ["yaml"] else {}))
+        rc, text = build(capsys, str(recipe), *([] if spelling == ["yaml"] else spelling))
+        assert srv.hits == 0
+    assert rc == 2 and "api_key_env must be the NAME of an environment variable" in error_line(text)
+    assert TOKEN not in text
+    assert TOKEN not in _every_file_text(tmp_path / "out") if (tmp_path / "out").exists() else True
+
+
+def test_a_key_from_the_environment_reaches_no_output(tmp_path, capsys, monkeypatch):
+    """The key travels only in the Authorization header: not in the card, the report, the cache, the checkpoints,
+    the log -- even when a server echoes it back in an error body."""
+    monkeypatch.setenv("WILDSCI_PLANTED_KEY", TOKEN)
+    with FakeLLM() as llm:
+        recipe = write_recipe(tmp_path, llm.base_url, api_key_env="WILDSCI_PLANTED_KEY")
+        rc, text = build(capsys, str(recipe))
+    assert rc == 0, text[-2000:]
+    echo = json.dumps({"error": {"message": f"invalid key {TOKEN}"}}).encode()
+    with LoopbackServer(lambda body, n: Reply(status=401, raw_body=echo)) as srv:
+        rc2, text2 = build(
+            capsys, str(recipe), "--output-dir", str(tmp_path / "out2"), "--generator.base_url", srv.url
+        )
+    assert rc2 == 2 and "HTTP 401" in text2 and "<redacted>" in text2
+    outputs = text + text2 + _every_file_text(tmp_path / "out") + _every_file_text(tmp_path / "out2")
+    assert (tmp_path / "out" / "README.md").is_file() and TOKEN not in outputs
