@@ -258,20 +258,23 @@ def build_app(cfg: SpaceConfig | None = None, state: SpaceState | None = None) -
             r = random.choice(rows)
             return gr.update(choices=bank.choices(rows, include=r), value=r), r, render_question(bank.question(r))
 
-        def on_row(r):
+        def on_row(r, d, s):
+            """A typed question number: show it, and make the picker show it too."""
             try:
                 i = int(r)
             except (TypeError, ValueError):
-                return "*Type a question number.*"
+                return "*Type a question number.*", gr.update()
             if bank is None or not 0 <= i < len(bank):
-                return f"*No question #{i}{f' (0-{len(bank) - 1})' if bank else ''}.*"
-            return render_question(bank.question(i))
+                return f"*No question #{i}{f' (0-{len(bank) - 1})' if bank else ''}.*", gr.update()
+            return render_question(bank.question(i)), gr.update(
+                choices=bank.choices(bank.rows(d, s), include=i), value=i
+            )
 
         private = {"api_visibility": "private", "queue": False}
         disc.input(lambda d: on_filter(d), [disc], [sub, pick, row, view], **private)
         sub.input(on_filter, [disc, sub], [sub, pick, row, view], **private)
         pick.input(lambda r: r, [pick], [row], **private)
-        row.change(on_row, [row], [view], **private)
+        row.change(on_row, [row, disc, sub], [view, pick], **private)
         # preprocess=False: the handlers check every value themselves and answer bad ones in one status line;
         # gradio's own checks (slider range, dropdown choices) print a traceback to the log per bad API call
         rnd.click(on_random, [disc, sub], [pick, row, view], api_name="random_question", queue=False, preprocess=False)

@@ -8,7 +8,8 @@
 - :class:`FixedAnswerModel` is the tiny Qwen2 with its logits forced to a known reply: the real prompt,
   ``generate`` loop, streamer and parser run, and the verdict on the page can be checked against a letter the
   test knows, which a random model (it answers whitespace) never gives. It is put in the Space's model
-  registry in-process (``models.register``); nothing in the app knows about it.
+  registry in-process (``models.register``); nothing in the app knows about it. The :func:`known_answers`
+  fixture serves the app in-process with two of them.
 - :func:`space_module` imports ``space/<name>.py`` the way a Space does: with ``space/`` on ``sys.path``.
 """
 
@@ -24,8 +25,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,3 +189,40 @@ def fixed_answer_model(ref: str, reply: str):
             )
 
     return FixedAnswerModel(ref)
+
+
+@dataclass
+class KnownAnswers:
+    url: str
+    test: Any  # the test split of the served dataset
+    row: int  # the row whose gold letter the finetuned side answers
+    letter: str
+
+
+@pytest.fixture(scope="module")
+def known_answers(tmp_path_factory) -> Iterator[KnownAnswers]:
+    """The app in-process, served on loopback: the finetuned side always replies "... Answer: <letter>", the
+    base side a sentence without a letter. ``letter`` is the gold of the row with the latest gold letter, so
+    that the same reply is out of range on a two-option question."""
+    from wildsci_fixtures import make_wildsci_dataset
+
+    from wildsci.dataset_io import load_wildsci
+
+    app, models = space_module("app"), space_module("models")
+    dataset = make_wildsci_dataset(tmp_path_factory.mktemp("known") / "dataset")
+    test = load_wildsci(str(dataset), split="test")
+    row = max(range(len(test)), key=lambda i: test[i]["answer"])
+    letter = test[row]["answer"]
+    assert letter > "B", "the fixture dataset changed: pick a row whose gold letter is beyond B"
+    models.register(fixed_answer_model("fixed:answers-gold", f"The evidence points one way. Answer: {letter}"))
+    models.register(fixed_answer_model("fixed:no-letter", "I cannot tell which statement is true."))
+    cfg = app.SpaceConfig(
+        model="fixed:answers-gold", base_model="fixed:no-letter", dataset=str(dataset), port=free_port()
+    )
+    demo = app.build_app(cfg)
+    app.launch(demo, cfg, prevent_thread_lock=True, quiet=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{cfg.port}/config", None, None, 60)
+        yield KnownAnswers(f"http://127.0.0.1:{cfg.port}", test, row, letter)
+    finally:
+        demo.close()

@@ -9,13 +9,12 @@ import sys
 import urllib.request
 
 import pytest
-from space_harness import FAKE_TOKEN, SPACE, fixed_answer_model, free_port, server, space_module, wait_for_http
-from wildsci_fixtures import make_wildsci_dataset
+from space_harness import FAKE_TOKEN, SPACE, known_answers, server, space_module
 
 from wildsci.dataset_io import load_wildsci
 from wildsci.errors import UserError
 
-__all__ = ["server"]  # the shared-server fixture, imported from the harness
+__all__ = ["known_answers", "server"]  # fixtures, imported from the harness
 
 
 @pytest.fixture(scope="module")
@@ -119,30 +118,12 @@ def test_bad_env_is_one_line_not_a_traceback(app, monkeypatch, capsys):
 
 # ------------------------------------------------------------------------------ verdicts on known answers
 @pytest.fixture(scope="module")
-def known(app, tmp_path_factory):
-    """The app in-process, served on loopback: the finetuned side always replies "... Answer: <gold of row 0>",
-    the base side a sentence without a letter. Yields ``(client, test split, row, letter)``: the row with the
-    latest gold letter, so that the same reply is out of range on a two-option question."""
+def known(known_answers):
+    """``(client, test split, row, letter)`` for the in-process app whose models answer known letters."""
     from gradio_client import Client
 
-    models = space_module("models")
-    dataset = make_wildsci_dataset(tmp_path_factory.mktemp("known") / "dataset")
-    test = load_wildsci(str(dataset), split="test")
-    row = max(range(len(test)), key=lambda i: test[i]["answer"])
-    letter = test[row]["answer"]
-    assert letter > "B", "the fixture dataset changed: pick a row whose gold letter is beyond B"
-    models.register(fixed_answer_model("fixed:answers-gold", f"The evidence points one way. Answer: {letter}"))
-    models.register(fixed_answer_model("fixed:no-letter", "I cannot tell which statement is true."))
-    cfg = app.SpaceConfig(
-        model="fixed:answers-gold", base_model="fixed:no-letter", dataset=str(dataset), port=free_port()
-    )
-    demo = app.build_app(cfg)
-    app.launch(demo, cfg, prevent_thread_lock=True, quiet=True)
-    try:
-        wait_for_http(f"http://127.0.0.1:{cfg.port}/config", None, None, 60)
-        yield Client(f"http://127.0.0.1:{cfg.port}", verbose=False), test, row, letter
-    finally:
-        demo.close()
+    k = known_answers
+    return Client(k.url, verbose=False), k.test, k.row, k.letter
 
 
 def test_the_verdict_says_correct_when_the_model_gives_the_gold_letter(known):

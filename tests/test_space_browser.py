@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from conftest import require
 from PIL import Image
-from space_harness import server
+from space_harness import known_answers, server
 from wildsci_fixtures import assert_png_nontrivial
 
 from wildsci.answers import extract_answer
@@ -46,7 +46,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 MIN_COLOURFUL = 0.01
 
 pytestmark = pytest.mark.browser
-__all__ = ["server"]  # the shared-server fixture, imported from the harness
+__all__ = ["known_answers", "server"]  # fixtures, imported from the harness
 
 
 @pytest.fixture()
@@ -165,6 +165,29 @@ def test_emoji_are_drawn_in_colour_not_as_boxes(server, page):
         f"emoji drawn without colour (share of coloured pixels {grey}): the browser has no emoji font -- "
         "install Debian's fonts-noto-color-emoji (make browser)"
     )
+
+
+def test_correct_and_incorrect_verdicts_as_a_person_sees_them(known_answers, page):
+    """Against the app whose finetuned side answers the gold letter and whose base side gives no letter."""
+    k = known_answers
+    page.goto(k.url, wait_until="domcontentloaded")
+    page.wait_for_selector("#ask-btn")
+    page.fill("#row input", str(k.row))
+    page.press("#row input", "Enter")
+    page.wait_for_function(f"document.querySelector('#question-view').innerText.includes('#{k.row}')")
+    assert page.locator("#pick input").input_value().startswith(f"#{k.row} · "), "the picker follows the number"
+    page.click("#ask-btn")
+    page.wait_for_function(
+        "['#ft-verdict', '#base-verdict'].every(s => document.querySelector(s).innerText.includes('Gold answer'))"
+    )
+    ft, base = page.locator("#ft-verdict").inner_text(), page.locator("#base-verdict").inner_text()
+    assert f"Model answer: {k.letter} · Gold answer: {k.letter} · ✅ Correct" in ft
+    assert f"Model answer: none — no answer letter found · Gold answer: {k.letter} · ❌ Incorrect" in base
+    assert page.locator("#ft-text textarea").input_value().endswith(f"Answer: {k.letter}")
+    for selector, emoji in (("#ft-verdict", "✅"), ("#base-verdict", "❌")):
+        colour = _colourful(page.screenshot(clip=_emoji_box(page, selector, emoji), full_page=True))
+        assert colour >= MIN_COLOURFUL, f"{emoji} in {selector} is not drawn in colour ({colour:.3f})"
+    page.screenshot(path=str(ARTIFACTS / "space_verdicts.png"), full_page=True)
 
 
 def test_own_question_and_bad_input_in_chromium(server, page):
