@@ -9,13 +9,12 @@ and API description, every API response -- for the planted values.
 from __future__ import annotations
 
 import signal
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-from space_harness import SpaceServer, start_space
+from space_harness import SpaceServer, space_module, start_space
 
 #: every spelling of a token variable we know of; each gets its own value so a leak names its source
 TOKEN_VARIABLES = (
@@ -32,16 +31,23 @@ PLANTED = {name: f"hf_planted{i}Secret{'x' * 12}{i}" for i, name in enumerate(TO
 
 
 @pytest.fixture(scope="module")
-def planted() -> SpaceServer:
+def planted(tmp_path_factory) -> Iterator[SpaceServer]:
     from datasets import Dataset
 
-    workdir = Path(tempfile.mkdtemp(prefix="wildsci-space-secrets-"))
+    workdir = tmp_path_factory.mktemp("space-secrets")
     other = workdir / "not-wildsci"
     (other / "data").mkdir(parents=True)
     Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}).to_parquet(str(other / "data" / "test-0.parquet"))
     server = start_space(workdir, {**PLANTED, "WILDSCI_SPACE_DATASET": str(other)})
     yield server
     server.stop()
+
+
+def test_scrub_redacts_secret_values_whatever_the_variable_is_called():
+    scrub = space_module("config").scrub
+    env = {"hf_token": "hf_abcdefgh1234", "MY_API_KEY": "sk-zyxwvuts", "HF_HOME": "/home/me/.cache/hf", "X": "short"}
+    text = "GET https://hub/api?t=hf_abcdefgh1234 failed (key sk-zyxwvuts) in /home/me/.cache/hf"
+    assert scrub(text, env) == "GET https://hub/api?t=<redacted> failed (key <redacted>) in /home/me/.cache/hf"
 
 
 def _leaks(text: str) -> list[str]:
