@@ -312,6 +312,9 @@ def main() -> int:
     except UserError as e:
         print(f"wildsci space: error: {scrub(str(e))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while models download or load: stop quietly (serving handles its own)
+        print("wildsci space: interrupted", file=sys.stderr)
+        return 130
     st = demo.wildsci_state
     data = f"{st.bank.ref} ({st.bank.split}, {len(st.bank)} questions)" if st.bank else "none"
     print(f"wildsci space: finetuned={st.finetuned.ref} base={st.base.ref} dataset={data} device={device()}")
