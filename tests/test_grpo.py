@@ -283,6 +283,7 @@ def data(tmp_path):
         ({}, ["--voting_types", "agreed"], "voting_types ['agreed'] unknown"),
         ({}, ["--max_train_samples", "0"], "max_train_samples 0 leaves nothing"),
         ({}, ["--letter_share_threshold", "40"], "letter_share_threshold 40.0"),
+        ({"eval_strategy": "steps", "eval_steps": 2}, [], "eval_strategy is set but dataset_test_split is not"),
     ],
 )
 def test_recipe_problems_are_one_line(tmp_path, capsys, data, over, args, expected):

@@ -132,7 +132,7 @@ class WildSciGRPOArguments:
             raise UserError(f"format_warmup_steps {self.format_warmup_steps} -- give 0 or more reward calls")
 
 
-def _value(x: Any) -> Any:
+def enum_value(x: Any) -> Any:
     """An enum's value (TrainingArguments turns strategies into enums in its own ``__post_init__``)."""
     return getattr(x, "value", x)
 
@@ -166,11 +166,11 @@ class GRPOConfig(trl.GRPOConfig):
             )
         positive = ["per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length"]
         positive += [k for k in ("generation_batch_size", "steps_per_generation") if getattr(self, k) is not None]
-        if self.do_eval or _value(self.eval_strategy) != "no":
+        if self.do_eval or enum_value(self.eval_strategy) != "no":
             positive.append("per_device_eval_batch_size")
-        if _value(self.logging_strategy) == "steps":
+        if enum_value(self.logging_strategy) == "steps":
             positive.append("logging_steps")
-        if _value(self.save_strategy) == "steps":
+        if enum_value(self.save_strategy) == "steps":
             positive.append("save_steps")
         for name in positive:
             v = getattr(self, name)
@@ -207,7 +207,7 @@ class GRPOConfig(trl.GRPOConfig):
                 f"{num_gen} completions in one batch -- make the batch a multiple of {num_gen} or change "
                 "num_generations"
             )
-        if self.do_eval and _value(self.eval_strategy) != "no":
+        if self.do_eval and enum_value(self.eval_strategy) != "no":
             eval_gen = self.num_generations_eval or num_gen
             eval_batch = self.per_device_eval_batch_size * world_size
             if eval_batch % eval_gen:

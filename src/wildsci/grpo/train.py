@@ -25,7 +25,7 @@ from trl import GRPOTrainer, TrlParser, get_peft_config
 
 from wildsci.errors import UserError, first_line, run_main
 from wildsci.grpo.checks import check_model, check_output_dir, check_push, check_vllm, resolve_resume
-from wildsci.grpo.config import recipe_dataclasses
+from wildsci.grpo.config import enum_value, recipe_dataclasses
 from wildsci.grpo.data import dataset_provenance, load_split
 from wildsci.grpo.hub import push_model, write_model_card
 from wildsci.grpo.redact import REDACTED, is_secret_name, scrub, scrub_args, secret_values
@@ -89,7 +89,7 @@ def overrides(argv: list[str], *parsed: Any) -> list[tuple[str, Any]]:
     for name in dict.fromkeys(names):
         obj = next((p for p in parsed if hasattr(p, name)), None)
         value = getattr(obj, name) if obj is not None else None
-        out.append((name, REDACTED if is_secret_name(name) else getattr(value, "value", value)))
+        out.append((name, REDACTED if is_secret_name(name) else enum_value(value)))
     return out
 
 
@@ -115,6 +115,9 @@ def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
             ", ".join(removed),
         )
 
+    if enum_value(args.eval_strategy) != "no" and not script.dataset_test_split:
+        where = cfg or "command line"
+        raise UserError(f"{where}: eval_strategy is set but dataset_test_split is not -- add e.g. validation")
     out = check_output_dir(args.output_dir)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     check_vllm(args)
@@ -134,9 +137,7 @@ def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
 def _train(script, args, model_args, model_path, out, resume, cfg, over, secrets, token) -> dict[str, Any]:
     train_ds = load_split(script, script.dataset_train_split, seed=args.seed)
     eval_ds = None
-    if getattr(args.eval_strategy, "value", args.eval_strategy) != "no":
-        if not script.dataset_test_split:
-            raise UserError(f"{cfg}: eval_strategy is set but dataset_test_split is not -- e.g. validation")
+    if enum_value(args.eval_strategy) != "no":
         eval_ds = load_split(script, script.dataset_test_split, seed=args.seed)
 
     ours = [r for r in script.reward_funcs if r in REGISTRY]
