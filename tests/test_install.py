@@ -63,7 +63,8 @@ def test_cpu_pins_are_the_gpu_pins():
 def test_gpu_vllm_pin_is_in_trls_window():
     """The GPU set's vLLM is one the installed TRL supports (TRL warns and breaks outside its window)."""
     gpu = read_pins(ROOT / "constraints-gpu.txt")
-    assert gpu["trl"] == importlib.metadata.version("trl"), "the test venv's TRL is not the GPU set's TRL"
+    assert "vllm" in gpu, "constraints-gpu.txt pins no vllm -- rerun `make lock-gpu`"
+    assert gpu.get("trl") == importlib.metadata.version("trl"), "the test venv's TRL is not the GPU set's TRL"
     window = trl_vllm_window()
     assert window.specifier.contains(gpu["vllm"]), f"vllm=={gpu['vllm']} is outside TRL's window {window}"
 
