@@ -281,7 +281,8 @@ class TransformersClient(CachedClient):
         mask = [[1] * shared + [0] * (width - (len(x) - shared)) + [1] * (len(x) - shared) for x in ids]
         input_ids = torch.tensor(rows, device=self._device)
         with torch.inference_mode():
-            cache = self._model(input_ids=input_ids[:1, :shared], use_cache=True).cache
+            # transformers 5.17 (the pinned set) names the KV cache past_key_values (5.24 renamed it cache)
+            cache = self._model(input_ids=input_ids[:1, :shared], use_cache=True).past_key_values
         cache.batch_repeat_interleave(len(prompts))
         return {"input_ids": input_ids, "attention_mask": torch.tensor(mask, device=self._device)}, cache
 
@@ -302,7 +303,7 @@ class TransformersClient(CachedClient):
             with torch.inference_mode():
                 out = self._model.generate(
                     **enc,
-                    cache=prefix_cache,
+                    past_key_values=prefix_cache,
                     max_new_tokens=cfg.max_new_tokens,
                     do_sample=False,
                     temperature=None,
