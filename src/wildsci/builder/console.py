@@ -73,7 +73,10 @@ def failure_reason(stages: list[dict], failures: Counter[str]) -> str:
         reason, n = max(st["drops"].items(), key=lambda kv: kv[1]) if st["drops"] else ("unknown", st["in"])
         if reason == "llm_error":
             cause = failures.most_common(1)[0][0] if failures else "the LLM calls failed"
-            fix = "check base_url, model and api_key_env" if "HTTP 4" in cause else "is the server up?"
+            if "://" not in cause:  # the local backend: its own error says what went wrong
+                fix = "see the error above."
+            else:
+                fix = "check base_url, model and api_key_env." if "HTTP 4" in cause else "is the server up?"
             what = (
                 f"{n}/{st['in']} {CALLS['generate']} calls failed"
                 if st["name"] == "generate"
