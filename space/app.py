@@ -44,7 +44,6 @@ from config import (  # noqa: E402
     MAX_TEMPERATURE,
     SpaceConfig,
     check_number,
-    scrub,
 )
 from models import device, get_model, stream_generate  # noqa: E402
 from questions import Question, QuestionBank, parse_own_question  # noqa: E402
@@ -52,6 +51,7 @@ from verdict import esc, judge, render_question, render_verdict  # noqa: E402
 
 from wildsci.answers import LETTERS  # noqa: E402
 from wildsci.errors import UserError  # noqa: E402
+from wildsci.redact import scrub_env as scrub  # noqa: E402
 
 
 class SpaceState:

@@ -8,7 +8,6 @@ refused at start-up in one line rather than reinterpreted.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -98,23 +97,6 @@ class SpaceConfig:
             else:
                 values[f.name] = raw.strip()
         return cls(**values)
-
-
-#: environment variable names that hold secrets, in any spelling (HF_TOKEN, hf_token, HUGGING_FACE_HUB_TOKEN, ...)
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|CREDENTIAL", re.IGNORECASE)
-
-
-def scrub(text: str, env: dict[str, str] | None = None) -> str:
-    """``text`` with the value of every secret-named environment variable replaced by ``<redacted>``.
-
-    A last guard for messages shown on the page or logged: nothing in the Space prints a token on purpose,
-    but an error from a library could echo one (a URL with credentials, a header) and the page is public.
-    """
-    env = os.environ if env is None else env
-    for name, value in env.items():
-        if _SECRET_NAME.search(name) and len(value) >= 8 and value in text:
-            text = text.replace(value, "<redacted>")
-    return text
 
 
 def _var(name: str) -> str:

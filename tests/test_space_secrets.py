@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from space_harness import SpaceServer, space_module, start_space
+from space_harness import SpaceServer, start_space
 
 #: every spelling of a token variable we know of; each gets its own value so a leak names its source
 TOKEN_VARIABLES = (
@@ -41,13 +41,6 @@ def planted(tmp_path_factory) -> Iterator[SpaceServer]:
     server = start_space(workdir, {**PLANTED, "WILDSCI_SPACE_DATASET": str(other)})
     yield server
     server.stop()
-
-
-def test_scrub_redacts_secret_values_whatever_the_variable_is_called():
-    scrub = space_module("config").scrub
-    env = {"hf_token": "hf_abcdefgh1234", "MY_API_KEY": "sk-zyxwvuts", "HF_HOME": "/home/me/.cache/hf", "X": "short"}
-    text = "GET https://hub/api?t=hf_abcdefgh1234 failed (key sk-zyxwvuts) in /home/me/.cache/hf"
-    assert scrub(text, env) == "GET https://hub/api?t=<redacted> failed (key <redacted>) in /home/me/.cache/hf"
 
 
 def _leaks(text: str) -> list[str]:

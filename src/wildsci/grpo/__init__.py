@@ -2,7 +2,7 @@
 
 Modules, one job each (open-r1's layout): :mod:`~wildsci.grpo.config` (the recipe's dataclasses and their
 checks), :mod:`~wildsci.grpo.checks` (pre-launch checks that need the world), :mod:`~wildsci.grpo.data` (dataset
--> prompts), :mod:`~wildsci.grpo.hub` (model card, push), :mod:`~wildsci.grpo.redact` (tokens kept out of
+-> prompts), :mod:`~wildsci.grpo.hub` (model card, push), :mod:`~wildsci.redact` (tokens kept out of
 every output) and :mod:`~wildsci.grpo.train` (the entry point).
 """
 

@@ -2,7 +2,7 @@
 
 The card holds what a reader needs to reproduce the run: dataset and its revision, the recipe, the
 command-line overrides (by name, with the parsed value), final metrics, the guards' warnings, the kit's git
-SHA and package versions (:mod:`wildsci.provenance`). Everything written passes :func:`~wildsci.grpo.redact.scrub`.
+SHA and package versions (:mod:`wildsci.provenance`). Everything written passes :func:`~wildsci.redact.scrub`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
 from wildsci.errors import UserError, first_line
-from wildsci.grpo.redact import REDACTED, is_secret_name, scrub
 from wildsci.provenance import git_sha, package_versions
+from wildsci.redact import REDACTED, is_secret_name, scrub
 
 #: never pushed: intermediate checkpoints, TRL's completion logs, the pickled TrainingArguments (a pickle is no
 #: format to share, and the card already states every argument), temporary files

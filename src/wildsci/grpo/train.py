@@ -7,7 +7,7 @@ Flow (open-r1's shape): parse the flat recipe and the command-line overrides int
 output folder, checkpoint, vLLM, Hub token) -> :mod:`wildsci.grpo.data` -> rewards (:mod:`wildsci.rewards`) and the
 metrics callback (:mod:`wildsci.metrics`) -> train -> save, model card, optional push (:mod:`wildsci.grpo.hub`).
 Every problem a user can fix is one line and exit code 2; tokens are taken out of the arguments before the
-trainer sees them (:mod:`wildsci.grpo.redact`).
+trainer sees them (:mod:`wildsci.redact`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from wildsci.grpo.checks import check_model, check_output_dir, check_push, check
 from wildsci.grpo.config import enum_value, recipe_dataclasses
 from wildsci.grpo.data import dataset_provenance, load_split
 from wildsci.grpo.hub import push_model, write_model_card
-from wildsci.grpo.redact import REDACTED, is_secret_name, scrub, scrub_args, secret_values
 from wildsci.metrics import Guards, RolloutCollector, WildSciMetricsCallback, final_summary, read_metrics
 from wildsci.recipes import check_flat, load_yaml
+from wildsci.redact import REDACTED, is_secret_name, scrub, scrub_args, secret_values
 from wildsci.rewards import REGISTRY, build_rewards
 
 log = logging.getLogger("wildsci.grpo")

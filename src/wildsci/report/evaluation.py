@@ -14,8 +14,9 @@ from typing import Any
 
 from wildsci.errors import UserError, first_line
 from wildsci.provenance import markdown_table, pct
+from wildsci.redact import redact_text
 from wildsci.report import figures, stats
-from wildsci.report.text import CI_NOTE, SMALL_NOTE, accuracy, fmt, redact
+from wildsci.report.text import CI_NOTE, SMALL_NOTE, accuracy, fmt
 
 RESULTS_MD = "results.md"
 ACCURACY_PNG = "accuracy_vs_step.png"
@@ -119,7 +120,7 @@ def write_eval_outputs(out_dir: str | Path) -> tuple[Path, Path]:
         raise UserError(f"{out / 'results.json'}: cannot read ({first_line(e)}) -- rerun wildsci eval") from None
     md = out / RESULTS_MD
     tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(redact(results_markdown(res)), encoding="utf-8")
+    tmp.write_text(redact_text(results_markdown(res)), encoding="utf-8")
     tmp.replace(md)
     png = figures.save_png(accuracy_vs_step_figure(res), out / ACCURACY_PNG, dpi=110)
     return md, png

@@ -18,10 +18,11 @@ from pathlib import Path
 from wildsci.answers import LETTERS
 from wildsci.errors import UserError
 from wildsci.provenance import markdown_table, pct
+from wildsci.redact import redact_text
 from wildsci.report import figures, stats
 from wildsci.report.generalization import eval_section, response_section
 from wildsci.report.inputs import RunInputs, locate_inputs
-from wildsci.report.text import CI_NOTE, SMALL_NOTE, accuracy, difference, fmt, redact, rel
+from wildsci.report.text import CI_NOTE, SMALL_NOTE, accuracy, difference, fmt, rel
 from wildsci.report.training import training_section, training_summary
 
 
@@ -223,11 +224,11 @@ def write_report(
             detail = str(e).splitlines()[0] if str(e) else ""
             msg = f"the {title} section could not be drawn: {type(e).__name__}: {detail}"
             lines += [f"> **{msg}** -- the input files do not follow docs/architecture.md.", ""]
-            print(redact(f"wildsci report: warning: {msg}"), file=sys.stderr)
+            print(redact_text(f"wildsci report: warning: {msg}"), file=sys.stderr)
     lines += demo_section(inp)
 
     path = run / "report.md"
     tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(redact("\n".join(lines).rstrip() + "\n"), encoding="utf-8")  # commands quote what users typed
+    tmp.write_text(redact_text("\n".join(lines).rstrip() + "\n"), encoding="utf-8")  # commands quote what users typed
     os.replace(tmp, path)
     return path

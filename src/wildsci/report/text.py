@@ -7,18 +7,12 @@ Tables and percentages come from :mod:`wildsci.provenance` (``markdown_table``, 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from wildsci.provenance import pct
 from wildsci.report.stats import MIN_N, accuracy_interval, num
 
-#: token-shaped values (Hugging Face, OpenAI-style, GitHub) and the value after any secret-named key or flag
-_SECRET_VALUES = re.compile(r"\b(?:hf_[A-Za-z0-9]{16,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,})")
-_SECRET_NAME = r"[\w.-]*(?:token|api[_-]?key|secret|password|passwd|authorization)"  # ends so: not max_new_tokens
-_SECRET_FLAG = re.compile(rf"(?i)((?<![\w-])--?{_SECRET_NAME}(?:\s+|=))(?!-)[^\s\"',;`|)]+")
-_SECRET_ASSIGN = re.compile(rf"(?i)(\b{_SECRET_NAME}[\"']?\s*[=:]\s*[\"']?)(?:bearer\s+)?[^\s\"',;`|)]+")
 SMALL = "†"  # marks a cell with fewer than MIN_N questions
 SMALL_NOTE = f"{SMALL} n < {MIN_N}: too few questions to compare models on this cell."
 CI_NOTE = "Brackets: 95 % Wilson interval."
@@ -67,14 +61,3 @@ def difference(cmp: dict[str, Any] | None) -> str:
 def rel(path: Path, start: Path) -> str:
     """``path`` relative to ``start``, with forward slashes (Markdown links)."""
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
-
-
-def redact(text: str) -> str:
-    """``text`` with every token-shaped value, and every value given to a secret-named key or flag, replaced.
-
-    The report and results.md quote commands, recipes and warnings that users typed; a token passed as
-    ``--hub_token hf_...`` or ``api_key: sk-...`` must not travel on into a page that gets shared.
-    """
-    for pattern in (_SECRET_FLAG, _SECRET_ASSIGN):
-        text = pattern.sub(lambda m: m.group(1) + "<redacted>", text)
-    return _SECRET_VALUES.sub("<redacted>", text)
