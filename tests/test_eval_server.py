@@ -44,16 +44,15 @@ def slices(shared_data, tmp_path_factory):
 
 
 def _recipe(path: Path, out: Path, slices: dict, **fields) -> Path:
-    return write_recipe(
-        path,
-        output_dir=str(out),
-        base="embedded:smollm2-135m-instruct",
-        tasks=["arc_challenge", "mmlu_pro_science"],
-        sources={"arc_challenge": str(slices["arc_challenge"]), "mmlu_pro": str(slices["mmlu_pro"])},
-        max_samples=N,
-        max_new_tokens=MAX_NEW_TOKENS,
-        **fields,
-    )
+    base = {
+        "output_dir": str(out),
+        "base": "embedded:smollm2-135m-instruct",
+        "tasks": ["arc_challenge", "mmlu_pro_science"],
+        "sources": {"arc_challenge": str(slices["arc_challenge"]), "mmlu_pro": str(slices["mmlu_pro"])},
+        "max_samples": N,
+        "max_new_tokens": MAX_NEW_TOKENS,
+    }
+    return write_recipe(path, **{**base, **fields})
 
 
 @pytest.mark.slow
