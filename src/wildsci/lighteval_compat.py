@@ -8,7 +8,7 @@ Two problems with the stock ``lighteval`` command, and what this module does abo
    ``python -m wildsci.lighteval_compat``) imports that module with connection errors turned into a failed
    download -- exactly what happens online when GitHub answers 404 -- and then runs lighteval's own CLI
    unchanged: same sub-commands, same arguments. Online, the stock ``lighteval`` command works as is
-   (with ``huggingface_hub<2`` and ``xxhash<4``, which the ``eval`` extra pins).
+   (with ``huggingface_hub<2`` and ``xxhash<4``, which the ``eval`` extra pins, and LiteLLM < 1.109: see 3.).
 
 2. **Stale cached responses.** lighteval caches every generation under a hash of the *model arguments*
    (``model_name=/path/to/checkpoint,...``), not of the weights: retrain into the same folder and it
