@@ -140,3 +140,31 @@ def test_cli_bad_recipe_is_one_line_no_traceback(tmp_path):
     assert out.returncode == 1
     assert "Traceback" not in out.stdout + out.stderr
     assert "invalid YAML" in out.stdout
+
+
+@dataclasses.dataclass
+class _Backend:
+    model: str = "m"
+
+
+@dataclasses.dataclass
+class _Generate:
+    num_questions: int = 1
+
+
+@dataclasses.dataclass
+class _SectionedRecipe:
+    generator: _Backend = dataclasses.field(default_factory=_Backend)
+    generate: _Generate = dataclasses.field(default_factory=_Generate)
+
+
+@pytest.mark.parametrize(
+    "data,suggestion",
+    [
+        ({"generater": {"model": "x"}}, "generator"),  # the section that has a `model` key, not the closest spelling
+        ({"generater": {"num_questions": 2}}, "generate"),
+    ],
+)
+def test_a_misspelt_section_is_matched_by_the_keys_inside_it(data, suggestion):
+    with pytest.raises(RecipeError, match=f"did you mean '{suggestion}'"):
+        from_dict(_SectionedRecipe, data, "r.yaml")

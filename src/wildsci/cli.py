@@ -7,8 +7,9 @@ import glob
 import sys
 
 from wildsci import __version__
-from wildsci.errors import UserError
+from wildsci.errors import run_main
 from wildsci.recipes import RecipeKind, check_accelerate_config, check_flat_recipe, check_nested
+from wildsci.redact import scrub, secret_values
 
 
 def _build_recipe_classes() -> tuple[type, ...]:
@@ -203,14 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.func not in (_cmd_build, _cmd_eval):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        return args.func(args, extra)
-    except UserError as e:
-        print(f"wildsci: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("wildsci: interrupted -- rerun the same command to resume", file=sys.stderr)
-        return 130
+    secrets = secret_values(argv if argv is not None else sys.argv[1:])
+    return run_main(
+        "wildsci",
+        lambda: args.func(args, extra),
+        interrupted="interrupted -- rerun the same command to resume",
+        clean=lambda line: scrub(line, secrets),  # the command line's and the environment's credentials
+    )
 
 
 if __name__ == "__main__":

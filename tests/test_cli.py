@@ -1,14 +1,11 @@
-"""Recipe kinds through the CLI: a recipe of the wrong kind gets the right command; any stored recipe is checked."""
+"""The ``wildsci`` CLI: recipe kinds (the wrong kind names the right command, recipes stored anywhere are checked),
+error lines without credentials."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
-import pytest
-
 from wildsci.cli import main
-from wildsci.recipes import RecipeError, from_dict
 
 
 def _error(capsys, argv: list[str]) -> str:
@@ -49,29 +46,9 @@ def test_a_recipe_whose_kind_cannot_be_told_says_how_to_name_it(capsys, tmp_path
     assert "pass --kind" in capsys.readouterr().out
 
 
-@dataclasses.dataclass
-class _Backend:
-    model: str = "m"
-
-
-@dataclasses.dataclass
-class _Generate:
-    num_questions: int = 1
-
-
-@dataclasses.dataclass
-class _Recipe:
-    generator: _Backend = dataclasses.field(default_factory=_Backend)
-    generate: _Generate = dataclasses.field(default_factory=_Generate)
-
-
-@pytest.mark.parametrize(
-    "data,suggestion",
-    [
-        ({"generater": {"model": "x"}}, "generator"),  # the section that has a `model` key, not the closest spelling
-        ({"generater": {"num_questions": 2}}, "generate"),
-    ],
-)
-def test_a_misspelt_section_is_matched_by_the_keys_inside_it(data, suggestion):
-    with pytest.raises(RecipeError, match=f"did you mean '{suggestion}'"):
-        from_dict(_Recipe, data, "r.yaml")
+def test_an_error_line_never_shows_a_credential_from_the_command_line_or_environment(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", "planted-env-token-123")
+    missing = tmp_path / "planted-env-token-123" / "r.yaml"  # the value even turns up inside a path
+    assert main(["build", str(missing), "--generator.api_token", "planted-flag-token-456"]) == 2
+    err = capsys.readouterr().err
+    assert "planted" not in err and "<redacted>" in err
