@@ -78,8 +78,8 @@ def check_vllm(args: Any) -> None:
     problem = vllm_window_problem()
     if problem:
         raise UserError(
-            f"use_vllm is true but {problem} -- install a vLLM version TRL supports (`pip install 'trl[vllm]'`) or "
-            "set use_vllm: false"
+            f"use_vllm is true but {problem} -- install the resolved GPU set "
+            '(`pip install -e ".[gpu]" -c constraints-gpu.txt`) or set use_vllm: false'
         )
     if args.vllm_mode == "colocate":
         import torch
