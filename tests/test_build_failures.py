@@ -216,6 +216,7 @@ def test_a_damaged_parquet_file_is_one_line(tmp_path, capsys):
         (["--chunking.min_letter_ratio", "nan"], "chunking.min_letter_ratio is nan"),
         (["--dry-run", "--generator.backend", "transformers", "--generator.model", "embedded:nope"], "embedded"),
         (["--push", "--hub_repo_id", "me/ds"], "HF_HUB_OFFLINE=1 is set"),
+        (["--decontamination.benchmarks", "[{name: gone, path: no-org/no-such-benchmark}]"], "benchmark 'gone'"),
     ],
 )
 def test_bad_values_are_refused_before_any_call(tmp_path, capsys, monkeypatch, args, expected):

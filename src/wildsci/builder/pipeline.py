@@ -33,7 +33,7 @@ from wildsci.builder.card import render_card
 from wildsci.builder.chunk import read_and_chunk
 from wildsci.builder.config import BuildRecipe
 from wildsci.builder.console import failed_calls, failure_reason, log, summary_table
-from wildsci.builder.dedup import dedup_and_decontaminate
+from wildsci.builder.dedup import Decontaminator, dedup_and_decontaminate
 from wildsci.builder.generate import generate_questions
 from wildsci.builder.label import label_rows
 from wildsci.builder.options import complete_options
@@ -234,6 +234,10 @@ def run_build(
 def _build(recipe: BuildRecipe, recipe_path: str | Path, out: Path, stages: list[dict], push: bool) -> dict[str, Any]:
     t0 = time.time()
     recipe_hash = content_hash(recipe)
+    # the benchmarks are read now, not after every LLM call was paid for: an unreachable one fails here
+    benchmarks = (
+        Decontaminator(recipe.decontamination) if recipe.decontamination.benchmarks and not recipe.shard else None
+    )
     cache = CallCache(recipe.cache_path or out / STATE_DIR / "llm_cache.sqlite")
     clients = Clients(recipe, cache)
     try:
@@ -267,7 +271,7 @@ def _build(recipe: BuildRecipe, recipe_path: str | Path, out: Path, stages: list
     rows, drops = validate_rows(rows, recipe_hash, recipe.vote.num_votes)
     stages.append(stage_entry("validate", n_in, len(rows), drops))
     n_in = len(rows)
-    rows, drops, deco = dedup_and_decontaminate(rows, recipe.dedup, recipe.decontamination)
+    rows, drops, deco = dedup_and_decontaminate(rows, recipe.dedup, recipe.decontamination, benchmarks)
     stages.append(stage_entry("dedup_decontaminate", n_in, len(rows), drops))
     splits = {k: v for k, v in split_rows(rows, recipe.split).items() if v}
     if not rows:
