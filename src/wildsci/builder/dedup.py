@@ -15,7 +15,7 @@ streams at well over 100k questions/minute on 2 cores with memory bounded by the
 Hashes are derived from blake2b of each word (stable across processes, seeds and machines), never from Python's
 salted ``hash``, so reruns and shard merges take exactly the same decisions.
 
-Length (~430 lines): the two filters share the n-gram hashing and run as one streaming pass; apart they would
+Length (~450 lines): the two filters share the n-gram hashing and run as one streaming pass; apart they would
 hash every question twice.
 """
 

@@ -9,7 +9,7 @@ Bad papers never crash the run and are never lost silently: each is counted unde
 (``not_utf8``, ``bad_json``, ``bad_xml``, ``missing_id``, ``missing_text``, ``missing_license``, ``garbled_text``,
 ``too_short``, ``duplicate_paper``, ``filtered``), shown in the build summary and the dataset card.
 
-Length (~400 lines): one reader per input format plus paper normalisation; they share the drop counting.
+Length (~430 lines): one reader per input format plus paper normalisation; they share the drop counting.
 """
 
 from __future__ import annotations
