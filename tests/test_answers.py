@@ -2,7 +2,7 @@
 
 import pytest
 
-from wildsci.answers import extract_answer, extract_letter, is_boxed_answer, letter_for
+from wildsci.answers import extract_answer, extract_letter, is_boxed_answer, letter_for, letter_share
 
 # (text, num_options, expected letter or None, expected status)
 CASES = [
@@ -103,3 +103,13 @@ def test_letter_for():
     assert letter_for(0) == "A" and letter_for(9) == "J"
     with pytest.raises(ValueError):
         letter_for(10)
+
+
+def test_letter_share_names_the_top_letter_and_its_excess_over_the_gold():
+    assert letter_share({"A": 6, "B": 2}, {"A": 2, "B": 2, "C": 4}) == {
+        "top_letter": "A",
+        "top_letter_share": 0.75,
+        "top_letter_excess": 0.5,
+    }
+    assert letter_share({"C": 0.5, "B": 0.5}, {})["top_letter"] == "B"  # a tie goes to the earlier letter
+    assert letter_share({}, {"A": 1}) == {}

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from wildsci_fixtures import assert_png_nontrivial
 
-from wildsci.answers import LETTERS
+from wildsci.answers import LETTERS, letter_share
 from wildsci.cli import main
-from wildsci.metrics import Guards, letter_share
+from wildsci.metrics import Guards
 from wildsci.report import write_report
 from wildsci.taxonomy import load_taxonomy
 

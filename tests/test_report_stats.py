@@ -110,8 +110,6 @@ def test_warnings_grouped_by_wording():
 def test_letters():
     assert stats.letter_keys({"A": 2, "D": 1}, {"none": 3}) == ["A", "B", "C", "D", "none"]
     assert stats.fractions({"A": 3, "C": 1}, ["A", "B", "C"]) == [0.75, 0.0, 0.25]
-    assert stats.top_letter({"A": 6, "B": 2}, {"A": 2, "B": 2, "C": 4}) == ("A", 0.75, 0.25)
-    assert stats.top_letter({}, {"A": 1}) is None
 
 
 def test_answer_changes_and_disciplines():

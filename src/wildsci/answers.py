@@ -24,7 +24,9 @@ A letter beyond the question's option count (``E`` on a 4-option question) is ``
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -173,3 +175,20 @@ def is_boxed_answer(text: str | None) -> bool:
         return False
     e = extract_answer(text)
     return e.ok and e.method == "boxed"
+
+
+def letter_share(letters: Mapping[str, float], gold_letters: Mapping[str, float]) -> dict[str, Any]:
+    """The most frequent answer letter, its share of the answers, and its excess over that letter's gold share.
+
+    Why: a policy that answers one letter to everything scores that letter's gold share by chance while its format
+    reward looks perfect; the excess says how far the answers moved from what the questions ask. Counts or shares
+    both work. Empty when no answer could be read (nothing to judge, so nothing is written). Ties go to the earlier
+    letter.
+    """
+    n, n_gold = sum(letters.values()), sum(gold_letters.values())
+    if not n:
+        return {}
+    top = max(sorted(letters), key=lambda k: (letters[k], -LETTERS.index(k) if k in LETTERS else 0))
+    share = letters[top] / n
+    gold_share = gold_letters.get(top, 0) / n_gold if n_gold else 0.0
+    return {"top_letter": top, "top_letter_share": share, "top_letter_excess": share - gold_share}

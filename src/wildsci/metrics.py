@@ -33,7 +33,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from wildsci.answers import LETTERS
+from wildsci.answers import LETTERS, letter_share
 
 log = logging.getLogger("wildsci.metrics")
 
@@ -154,22 +154,6 @@ def summarize(
     out["gold_letters"] = {k: merged["gold_letters"][k] for k in LETTERS if merged["gold_letters"].get(k)}
     out.update(letter_share(out["letters"], out["gold_letters"]))
     return out
-
-
-def letter_share(letters: dict[str, int], gold_letters: dict[str, int]) -> dict[str, Any]:
-    """The most frequent readable answer letter, its share, and its excess over that letter's share of the gold.
-
-    Why: a policy that answers one letter to everything scores that letter's gold share by chance, while its
-    format reward looks perfect; the excess says how far the answers moved from what the questions ask.
-    Empty when no answer could be read (nothing to judge, so nothing is written).
-    """
-    n, n_gold = sum(letters.values()), sum(gold_letters.values())
-    if not n:
-        return {}
-    top = max(LETTERS, key=lambda k: (letters.get(k, 0), -LETTERS.index(k)))
-    share = letters[top] / n
-    gold_share = gold_letters.get(top, 0) / n_gold if n_gold else 0.0
-    return {"top_letter": top, "top_letter_share": share, "top_letter_excess": share - gold_share}
 
 
 def flat_scalars(summary: dict[str, Any], prefix: str = "wildsci/") -> dict[str, float]:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from wildsci.answers import letter_share
 from wildsci.errors import UserError, first_line
 from wildsci.provenance import markdown_table, pct
 from wildsci.redact import redact_text
@@ -79,8 +80,13 @@ def results_markdown(res: dict[str, Any]) -> str:
                 p = perms.get(m["name"], {}).get(t)
                 if not p:
                     continue
-                top = stats.top_letter(p["letter_distribution"], p["gold_letter_distribution"])
-                top_s = f"{top[0]}: {pct(top[1])} vs {pct(top[2])}" if top else "no readable answer"
+                top = letter_share(p["letter_distribution"], p["gold_letter_distribution"])
+                top_s = (
+                    f"{top['top_letter']}: {pct(top['top_letter_share'])} vs "
+                    f"{pct(top['top_letter_share'] - top['top_letter_excess'])}"
+                    if top
+                    else "no readable answer"
+                )
                 rows.append([m["name"], t, p["k"], accuracy(p["accuracy"], p.get("n")),
                              accuracy(p["consistency"], p.get("n")), top_s])  # fmt: skip
         header = ["model", "task", "K", "accuracy", "consistency", "top letter (chosen vs gold)"]

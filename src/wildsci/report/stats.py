@@ -198,15 +198,6 @@ def fractions(cnt: Mapping[str, float], keys: list[str]) -> list[float]:
     return [cnt.get(k, 0) / total for k in keys]
 
 
-def top_letter(letters: Mapping[str, float], gold: Mapping[str, float]) -> tuple[str, float, float] | None:
-    """``(most chosen letter, its share of answers, its share among gold letters)``; None without answers."""
-    total, gold_total = sum(letters.values()), sum(gold.values())
-    if not total:
-        return None
-    top = max(sorted(letters), key=lambda k: letters[k])
-    return top, letters[top] / total, (gold.get(top, 0) / gold_total if gold_total else 0.0)
-
-
 # ------------------------------------------------------------------------------------------- evaluation
 def base_and_trained(models: list[dict[str, Any]], extra_names: Iterable[str] = ()) -> tuple[str | None, str | None]:
     """Base: the model named ``base``, else step 0, else the first. Trained: the last other model listed.
