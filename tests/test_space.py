@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 from space_harness import FAKE_TOKEN, SPACE, known_answers, server, space_module
+from wildsci_fixtures import FakeHfApi
 
 from wildsci.dataset_io import load_wildsci
 from wildsci.errors import UserError
@@ -280,29 +281,6 @@ def test_embedded_smollm2_answers_a_real_arc_question(app, embedded_model, share
 
 
 # ------------------------------------------------------------------------------------------------ deployment
-class _RecordingHfApi:
-    """``HfApi`` at the boundary: records what would be sent to the Hub and writes the commit to a folder."""
-
-    def __init__(self, out):
-        self.out, self.calls = out, []
-
-    def create_repo(self, repo_id, **kw):
-        self.calls.append(("create_repo", repo_id, kw))
-
-    def create_commit(self, repo_id, operations, **kw):
-        self.calls.append(("create_commit", repo_id, kw))
-        for op in operations:
-            dest = self.out / op.path_in_repo
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(op.path_or_fileobj)
-
-    def add_space_variable(self, repo_id, key, value):
-        self.calls.append(("variable", key, value))
-
-    def request_space_hardware(self, repo_id, hardware):
-        self.calls.append(("hardware", repo_id, hardware))
-
-
 @pytest.fixture(scope="module")
 def deploy_mod():
     return space_module("deploy")
@@ -313,13 +291,16 @@ def test_deploy_uploads_a_self_contained_space(deploy_mod, tmp_path):
 
     from huggingface_hub import SpaceCard
 
-    api = _RecordingHfApi(tmp_path / "space")
+    FakeHfApi.reset(commit_dir=tmp_path / "space")
     args = deploy_mod.parse_args(["--space-id", "me/wildsci", "--model", "me/smollm2-grpo", "--hardware", "zero-a10g"])
-    assert deploy_mod.deploy(args, api=api) == "https://huggingface.co/spaces/me/wildsci"
-    kinds = [c[0] for c in api.calls]
-    assert kinds[:2] == ["create_repo", "create_commit"] and kinds[-1] == "hardware"
-    assert api.calls[0][2] == {"repo_type": "space", "space_sdk": "gradio", "private": False, "exist_ok": True}
-    variables = {c[1]: c[2] for c in api.calls if c[0] == "variable"}
+    assert deploy_mod.deploy(args, api=FakeHfApi()) == "https://huggingface.co/spaces/me/wildsci"
+    kinds = [c[0] for c in FakeHfApi.calls]
+    assert kinds[:2] == ["create_repo", "create_commit"] and kinds[-1] == "request_space_hardware"
+    assert FakeHfApi.calls[0][1] == {
+        "repo_id": "me/wildsci", "repo_type": "space", "space_sdk": "gradio", "private": False, "exist_ok": True
+    }  # fmt: skip
+    assert FakeHfApi.calls[-1][1] == {"repo_id": "me/wildsci", "hardware": "zero-a10g"}
+    variables = {c[1]["key"]: c[1]["value"] for c in FakeHfApi.calls if c[0] == "add_space_variable"}
     assert variables == {
         "WILDSCI_SPACE_MODEL": "me/smollm2-grpo",
         "WILDSCI_SPACE_BASE_MODEL": "HuggingFaceTB/SmolLM2-135M-Instruct",

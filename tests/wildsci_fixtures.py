@@ -83,10 +83,12 @@ class FakeHfApi:
     calls: list[tuple[str, dict[str, Any]]] = []
     init_kwargs: list[dict[str, Any]] = []
     fail: Exception | None = None
+    #: where ``create_commit`` writes the files it was given (None: record only)
+    commit_dir: Path | None = None
 
     @classmethod
-    def reset(cls) -> None:
-        cls.calls, cls.init_kwargs, cls.fail = [], [], None
+    def reset(cls, commit_dir: Path | None = None) -> None:
+        cls.calls, cls.init_kwargs, cls.fail, cls.commit_dir = [], [], None, commit_dir
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         FakeHfApi.init_kwargs.append(kwargs)
@@ -117,6 +119,21 @@ class FakeHfApi:
             commit_url = f"https://huggingface.co/{kw['repo_id']}/commit/abc"
 
         return Info()
+
+    def create_commit(self, repo_id: str, operations: list[Any], **kw: Any) -> Any:
+        paths = [op.path_in_repo for op in operations]
+        FakeHfApi.calls.append(("create_commit", {"repo_id": repo_id, "paths": paths, **kw}))
+        for op in operations if FakeHfApi.commit_dir is not None else []:
+            dest = FakeHfApi.commit_dir / op.path_in_repo
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            data = op.path_or_fileobj
+            dest.write_bytes(data if isinstance(data, bytes) else Path(data).read_bytes())
+
+    def add_space_variable(self, repo_id: str, key: str, value: str, **kw: Any) -> None:
+        FakeHfApi.calls.append(("add_space_variable", {"repo_id": repo_id, "key": key, "value": value, **kw}))
+
+    def request_space_hardware(self, repo_id: str, hardware: str, **kw: Any) -> None:
+        FakeHfApi.calls.append(("request_space_hardware", {"repo_id": repo_id, "hardware": hardware, **kw}))
 
 
 def assert_png_nontrivial(path: Path) -> None:
