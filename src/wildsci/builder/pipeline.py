@@ -57,6 +57,7 @@ from wildsci.llm.backends import BackendConfig, LLMClient, make_client
 from wildsci.llm.cache import CallCache
 from wildsci.provenance import KEY_PACKAGES, git_sha, package_versions
 from wildsci.recipes import from_dict, load_yaml, merge_overrides
+from wildsci.redact import redact_text
 from wildsci.schema import COLUMNS, VOTING_TYPES, validate_row
 
 #: versions on the dataset card: the kit's key packages plus the builder's own (MinHash, the OpenAI client)
@@ -307,9 +308,11 @@ def _build(recipe: BuildRecipe, recipe_path: str | Path, out: Path, stages: list
         "git_sha": git_sha(),
         # extras for the card (not part of the downstream contract)
         "name": recipe.name,
-        "command": "wildsci build " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if sys.argv[1:2] == ["build"]
-        else f"wildsci build {recipe_path}",
+        "command": redact_text(  # a token typed on the command line must not travel on into a shared card
+            "wildsci build " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+            if sys.argv[1:2] == ["build"]
+            else f"wildsci build {recipe_path}"
+        ),
         "source_licenses": _source_licenses(rows),
         "generator": recipe.generator.describe(),
         "voters": [v.describe() for v in recipe.voter_configs()],
@@ -322,7 +325,7 @@ def _build(recipe: BuildRecipe, recipe_path: str | Path, out: Path, stages: list
     render_card(
         out,
         {**report, "decontamination": deco},
-        yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False, allow_unicode=True, width=110),
+        redact_text(yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False, allow_unicode=True, width=110)),
         recipe.card,
         recipe.name,
         recipe.description,

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from wildsci.errors import UserError
 from wildsci.llm.client import CachedClient, ChatRequest, ChatResult, choice_schema, normalize_choice, request_seed
+from wildsci.redact import scrub
 
 if TYPE_CHECKING:
     from wildsci.llm.backends import BackendConfig
@@ -84,7 +85,7 @@ class OpenAIClient(CachedClient):
                     f"api_key_env is {config.api_key_env!r} but that environment variable is not set -- "
                     f"export {config.api_key_env}=... (the key is read from the environment only)"
                 )
-        self._secret = api_key if api_key != "EMPTY" else None
+        self._secrets = (api_key,) if api_key != "EMPTY" else ()
         self.url = config.base_url.rstrip("/")
         # The SDK's default pool (100 keep-alive connections) covers any sane concurrency; a bigger one is sized here.
         http_client = None
@@ -132,13 +133,10 @@ class OpenAIClient(CachedClient):
             }
         return kw
 
-    def _scrub(self, text: str) -> str:
-        """A server may echo the request's key in an error body: it never reaches a log from here."""
-        return text.replace(self._secret, "<redacted>") if self._secret else text
-
     def _classify(self, e: Exception) -> tuple[str, str, bool, float | None]:
         """``(cause, detail, retryable, retry_after)`` of a failed attempt; ``cause`` is what failures count."""
-        detail = self._scrub(str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+        # a server may echo the request's key in an error body: it never reaches a log from here
+        detail = scrub(str(e).splitlines()[0][:200] if str(e) else type(e).__name__, self._secrets)
         if isinstance(e, openai.APITimeoutError):
             return f"no answer within {self.config.timeout_s:g} s from {self.url}", "timed out", True, None
         if isinstance(e, openai.APIConnectionError):
