@@ -60,6 +60,8 @@ SETTINGS: dict[str, tuple[str, list[str], bool]] = {
                                                                  "--per_device_train_batch_size", "8"], False),
     "q2": ("2 questions per step (2 x 4 rollouts)", ["--per_device_train_batch_size", "8"], False),
     "lr5e-6x32": ("lr 5e-6 for 32 steps", ["--learning_rate", "5e-6", "--max_steps", "32"], False),
+    "fmt_warmup": ("format credit only with the right letter after 8 warm-up steps",
+                   ["--reward_funcs", "accuracy", "format_after_warmup", "--format_warmup_steps", "8"], False),
 }  # fmt: skip
 
 
