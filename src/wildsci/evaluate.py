@@ -383,11 +383,12 @@ def launch_settings(recipe: EvalRecipe, model: ModelEntry, out_dir: Path) -> dic
         where: dict[str, Any] = {"backend": "server", "dtype": recipe.dtype}
         if recipe.base_url:
             return {**where, "base_url": recipe.base_url}
-        from wildsci.serving import redact, render_command
+        from wildsci.redact import redact_text
+        from wildsci.serving import render_command
 
         cmd = recipe.server_command if recipe.server_command is not None else default_server_command(recipe)
         shown = render_command(cmd, model="{model}", port="{port}", host="{host}", python="{python}")
-        return {**where, "server_command": redact(shown)}
+        return {**where, "server_command": redact_text(" ".join(shown))}
     params = model_parameters(recipe, model, out_dir)
     return {
         "backend": recipe.backend,

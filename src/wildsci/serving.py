@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import signal
 import socket
@@ -30,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wildsci.errors import UserError
+from wildsci.redact import redact_text, scrub_env
 
 #: ``vllm serve`` for a GPU machine with a regular vLLM install; placeholders are filled per model.
 DEFAULT_COMMAND = ("vllm", "serve", "{model}", "--host", "{host}", "--port", "{port}")
@@ -53,7 +53,6 @@ CPU_COMMAND = (
 )
 #: On CPU, vLLM reserves ``gpu_memory_utilization`` x the machine's memory unless the KV cache size is given.
 CPU_ENV = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
-_SECRET_FLAG = re.compile(r"key|token|secret|password", re.IGNORECASE)
 
 
 class ServerError(UserError):
@@ -65,23 +64,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def redact(cmd: Sequence[str]) -> list[str]:
-    """The command as it may be logged: the value after any ``--*key*``/``--*token*`` flag is masked."""
-    out, hide = [], False
-    for tok in cmd:
-        if hide:
-            out.append("***")
-            hide = False
-            continue
-        flag, eq, _ = tok.partition("=")
-        if flag.startswith("--") and _SECRET_FLAG.search(flag):
-            out.append(f"{flag}=***" if eq else tok)
-            hide = not eq
-        else:
-            out.append(tok)
-    return out
 
 
 def render_command(command: Sequence[str] | str | None, **values: str | int) -> list[str]:
@@ -137,13 +119,14 @@ def metric_total(base_url: str, name: str) -> float:
 
 
 def _last_line(path: Path, limit: int = 300) -> str:
+    """The log's last non-empty line, credentials removed (vLLM logs its arguments, an API key included)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(max(0, os.path.getsize(path) - 16384))
             lines = [ln.strip() for ln in fh.read().decode("utf-8", errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    return lines[-1][:limit] if lines else ""
+    return scrub_env(redact_text(lines[-1]))[:limit] if lines else ""
 
 
 def _say(msg: str) -> None:
@@ -209,7 +192,7 @@ class VllmServer:
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w", encoding="utf-8") as log:
-            log.write("$ " + shlex.join(redact(self.cmd)) + "\n")
+            log.write("$ " + redact_text(shlex.join(self.cmd)) + "\n")
             log.flush()
             try:
                 self.proc = subprocess.Popen(
