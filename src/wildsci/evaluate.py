@@ -65,6 +65,8 @@ from wildsci.eval_sources import (
 )
 from wildsci.prompts import SYSTEM_PROMPT
 from wildsci.recipes import RecipeError, load_recipe, recipe_hash
+from wildsci.redact import redact_text
+from wildsci.serving import DEFAULT_COMMAND, ServerError, VllmServer, get_json, render_command
 
 DEFAULT_TASKS = ["wildsci", "gpqa_diamond", "supergpqa", "mmlu_pro"]
 RUN_STATE = "wildsci_run.json"
@@ -383,9 +385,6 @@ def launch_settings(recipe: EvalRecipe, model: ModelEntry, out_dir: Path) -> dic
         where: dict[str, Any] = {"backend": "server", "dtype": recipe.dtype}
         if recipe.base_url:
             return {**where, "base_url": recipe.base_url}
-        from wildsci.redact import redact_text
-        from wildsci.serving import render_command
-
         cmd = recipe.server_command if recipe.server_command is not None else default_server_command(recipe)
         shown = render_command(cmd, model="{model}", port="{port}", host="{host}", python="{python}")
         return {**where, "server_command": redact_text(" ".join(shown))}
@@ -471,8 +470,6 @@ class Endpoint:
 
 def default_server_command(recipe: EvalRecipe) -> list[str]:
     """``vllm serve {model}`` with the recipe's parallelism, memory, dtype and context settings."""
-    from wildsci.serving import DEFAULT_COMMAND
-
     cmd = [*DEFAULT_COMMAND, "--dtype", recipe.dtype, "--seed", "0"]
     cmd += ["--tensor-parallel-size", str(recipe.tensor_parallel_size)]
     cmd += ["--data-parallel-size", str(recipe.data_parallel_size)]
@@ -505,8 +502,6 @@ def _server_client_env(recipe: EvalRecipe) -> dict[str, str]:
 
 def _pick_served(base_url: str, wanted: list[str], api_key: str | None) -> tuple[str, int | None]:
     """The id (and context length) of the model the server serves: one of ``wanted``, or its only model."""
-    from wildsci.serving import ServerError, get_json
-
     status, body = get_json(base_url.rstrip("/") + "/models", api_key=api_key)
     if status != 200 or not isinstance(body, dict):
         what = "nothing answered" if status == 0 else f"HTTP {status}"
@@ -532,8 +527,6 @@ def model_endpoint(recipe: EvalRecipe, model: ModelEntry, log_dir: Path) -> Iter
         served, max_len = _pick_served(recipe.base_url, [model.ref, model.path], key)
         yield Endpoint(recipe.base_url.rstrip("/"), served, max_len)
         return
-    from wildsci.serving import VllmServer
-
     env = dict(recipe.server_env)
     if key:
         env["VLLM_API_KEY"] = key  # vLLM reads it from the environment: it never appears on a command line
