@@ -163,8 +163,8 @@ def test_server_settings_are_checked(tmp_path):
 def test_paper_recipe_serves_each_model_with_vllm(tmp_path):
     """paper.yaml: `hf auth login`, backend server; its model file is one lighteval's LiteLLM config accepts and
     holds no key; the default server command carries the recipe's GPU settings."""
-    from wildsci.evaluate import Endpoint
     from wildsci.lighteval_compat import prepare_litellm
+    from wildsci.serving import Endpoint
 
     prepare_litellm()  # lighteval 0.13 cannot import its LiteLLM backend with LiteLLM >= 1.109 otherwise
     from lighteval.models.endpoints.litellm_model import LiteLLMModelConfig

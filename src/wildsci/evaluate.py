@@ -66,7 +66,7 @@ from wildsci.eval_sources import (
 from wildsci.prompts import SYSTEM_PROMPT
 from wildsci.recipes import RecipeError, load_recipe, recipe_hash
 from wildsci.redact import redact_text
-from wildsci.serving import DEFAULT_COMMAND, ServerError, VllmServer, get_json, render_command
+from wildsci.serving import Endpoint, render_command, serve_or_attach, vllm_serve_command
 
 DEFAULT_TASKS = ["wildsci", "gpqa_diamond", "supergpqa", "mmlu_pro"]
 RUN_STATE = "wildsci_run.json"
@@ -459,24 +459,15 @@ LITELLM_PROVIDER = "hosted_vllm"
 SERVER_RETRIES = 3
 
 
-@dataclass
-class Endpoint:
-    """A running OpenAI-compatible server for one model: where it is and the model id it serves."""
-
-    base_url: str
-    served_model: str
-    max_model_len: int | None = None
-
-
 def default_server_command(recipe: EvalRecipe) -> list[str]:
     """``vllm serve {model}`` with the recipe's parallelism, memory, dtype and context settings."""
-    cmd = [*DEFAULT_COMMAND, "--dtype", recipe.dtype, "--seed", "0"]
-    cmd += ["--tensor-parallel-size", str(recipe.tensor_parallel_size)]
-    cmd += ["--data-parallel-size", str(recipe.data_parallel_size)]
-    cmd += ["--gpu-memory-utilization", str(recipe.gpu_memory_utilization)]
-    if recipe.max_model_length:
-        cmd += ["--max-model-len", str(recipe.max_model_length)]
-    return cmd
+    return vllm_serve_command(
+        dtype=recipe.dtype,
+        tensor_parallel_size=recipe.tensor_parallel_size,
+        data_parallel_size=recipe.data_parallel_size,
+        gpu_memory_utilization=recipe.gpu_memory_utilization,
+        max_model_len=recipe.max_model_length,
+    )
 
 
 def _api_key(recipe: EvalRecipe) -> str | None:
@@ -500,21 +491,6 @@ def _server_client_env(recipe: EvalRecipe) -> dict[str, str]:
     return env
 
 
-def _pick_served(base_url: str, wanted: list[str], api_key: str | None) -> tuple[str, int | None]:
-    """The id (and context length) of the model the server serves: one of ``wanted``, or its only model."""
-    status, body = get_json(base_url.rstrip("/") + "/models", api_key=api_key)
-    if status != 200 or not isinstance(body, dict):
-        what = "nothing answered" if status == 0 else f"HTTP {status}"
-        raise ServerError(f"{base_url}/models: {what} -- is the server running, and is base_url its /v1 URL?")
-    cards = {m["id"]: m for m in body.get("data", []) if isinstance(m, dict) and m.get("id")}
-    pick = next((w for w in wanted if w in cards), None)
-    if pick is None and len(cards) == 1:
-        pick = next(iter(cards))
-    if pick is None:
-        raise ServerError(f"{base_url} serves {sorted(cards)}, none of which is {wanted[0]} -- set 'base' to one")
-    return pick, cards[pick].get("max_model_len")
-
-
 @contextlib.contextmanager
 def model_endpoint(recipe: EvalRecipe, model: ModelEntry, log_dir: Path) -> Iterator[Endpoint | None]:
     """The server backend's endpoint for one model: attach to ``base_url``, or start a server on the model's
@@ -523,24 +499,21 @@ def model_endpoint(recipe: EvalRecipe, model: ModelEntry, log_dir: Path) -> Iter
         yield None
         return
     key = _api_key(recipe)
-    if recipe.base_url:
-        served, max_len = _pick_served(recipe.base_url, [model.ref, model.path], key)
-        yield Endpoint(recipe.base_url.rstrip("/"), served, max_len)
-        return
     env = dict(recipe.server_env)
     if key:
         env["VLLM_API_KEY"] = key  # vLLM reads it from the environment: it never appears on a command line
-    server = VllmServer(
-        model=model.path,
+    with serve_or_attach(
+        model.path,
+        names=[model.ref],
+        base_url=recipe.base_url,
+        api_key=key,
         command=recipe.server_command if recipe.server_command is not None else default_server_command(recipe),
         env=env,
         python=recipe.server_python,
         startup_timeout=recipe.server_startup_timeout,
         log_path=log_dir / "server.log",
-    )
-    with server:
-        served, max_len = _pick_served(server.base_url, [model.path, model.ref], key)
-        yield Endpoint(server.base_url, served, max_len)
+    ) as endpoint:
+        yield endpoint
 
 
 # ------------------------------------------------------------------------------------------- reading outputs

@@ -14,6 +14,7 @@ line with the log's last line if the process exits, and stops the whole group on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -25,8 +26,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wildsci.errors import UserError
 from wildsci.redact import redact_text, scrub_env
@@ -96,13 +99,55 @@ def get_json(url: str, timeout: float = 5.0, api_key: str | None = None) -> tupl
         return status, body
 
 
-def served_models(base_url: str, api_key: str | None = None) -> list[str]:
-    """The model ids a running OpenAI-compatible server serves (``GET <base_url>/models``)."""
+@dataclass
+class Endpoint:
+    """A running OpenAI-compatible server for one model: where it is, the model id it serves, its context."""
+
+    base_url: str
+    served_model: str
+    max_model_len: int | None = None
+
+
+def _model_cards(base_url: str, api_key: str | None = None) -> dict[str, dict]:
     status, body = get_json(base_url.rstrip("/") + "/models", api_key=api_key)
     if status != 200 or not isinstance(body, dict):
         what = "nothing answered" if status == 0 else f"HTTP {status}"
         raise ServerError(f"{base_url}/models: {what} -- is the server running, and is base_url its /v1 URL?")
-    return [m.get("id") for m in body.get("data", []) if isinstance(m, dict) and m.get("id")]
+    return {m["id"]: m for m in body.get("data", []) if isinstance(m, dict) and m.get("id")}
+
+
+def served_models(base_url: str, api_key: str | None = None) -> list[str]:
+    """The model ids a running OpenAI-compatible server serves (``GET <base_url>/models``)."""
+    return list(_model_cards(base_url, api_key))
+
+
+def find_served(base_url: str, wanted: Sequence[str], api_key: str | None = None) -> Endpoint:
+    """The endpoint for the first of ``wanted`` the server serves (or its only model), with vLLM's context length."""
+    cards = _model_cards(base_url, api_key)
+    pick = next((w for w in wanted if w in cards), None)
+    if pick is None and len(cards) == 1:
+        pick = next(iter(cards))
+    if pick is None:
+        raise ServerError(
+            f"{base_url} serves {sorted(cards)}, not {wanted[0]} -- ask for one of those, or serve {wanted[0]} there"
+        )
+    return Endpoint(base_url.rstrip("/"), pick, cards[pick].get("max_model_len"))
+
+
+def vllm_serve_command(
+    dtype: str = "auto",
+    tensor_parallel_size: int = 1,
+    data_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.9,
+    max_model_len: int | None = None,
+) -> list[str]:
+    """:data:`DEFAULT_COMMAND` with the usual GPU settings (and a fixed engine seed)."""
+    cmd = [*DEFAULT_COMMAND, "--dtype", dtype, "--seed", "0"]
+    cmd += ["--tensor-parallel-size", str(tensor_parallel_size), "--data-parallel-size", str(data_parallel_size)]
+    cmd += ["--gpu-memory-utilization", str(gpu_memory_utilization)]
+    if max_model_len:
+        cmd += ["--max-model-len", str(max_model_len)]
+    return cmd
 
 
 def metric_total(base_url: str, name: str) -> float:
@@ -280,3 +325,20 @@ class VllmServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def serve_or_attach(
+    model: str,
+    names: Sequence[str] = (),
+    base_url: str | None = None,
+    api_key: str | None = None,
+    **server: Any,
+) -> Iterator[Endpoint]:
+    """The endpoint serving ``model`` (also known as ``names``) for the block: attach to ``base_url``, or start a
+    :class:`VllmServer` (``server`` are its arguments) and stop it when the block ends, fails or is interrupted."""
+    if base_url:
+        yield find_served(base_url, [model, *names], api_key)
+        return
+    with VllmServer(model=model, **server) as running:
+        yield find_served(running.base_url, [model, *names], api_key)
