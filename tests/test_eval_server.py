@@ -21,8 +21,6 @@ from wildsci.evaluate import EvalRecipe, ModelEntry, _command, default_server_co
 from wildsci.recipes import RecipeError, load_recipe
 from wildsci.serving import CPU_COMMAND, CPU_ENV, free_port, get_json
 
-pytest_plugins = ["vllm_fixtures"]
-
 ROOT = Path(__file__).resolve().parents[1]
 N = 6  # questions per task: small, CPU decoding is the cost
 MAX_NEW_TOKENS = 48

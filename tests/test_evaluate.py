@@ -299,23 +299,16 @@ def test_demo_and_paper_recipes_load():
         r = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "eval" / f"{name}.yaml", EvalRecipe)
         assert r.tasks and r.output_dir
     paper = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "eval" / "paper.yaml", EvalRecipe)
-    assert paper.backend == "vllm" and {"gpqa_diamond", "supergpqa", "mmlu_pro", "wildsci"} <= set(paper.tasks)
+    assert paper.backend == "server" and {"gpqa_diamond", "supergpqa", "mmlu_pro", "wildsci"} <= set(paper.tasks)
 
 
 def test_backend_model_files_and_commands(tmp_path):
-    """The vLLM path (GPU only, not run here) and the multi-process path build what lighteval accepts."""
+    """The multi-process transformers path builds what lighteval accepts (the server path: test_eval_server.py)."""
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
-    from lighteval.models.vllm.vllm_model import VLLMModelConfig
 
     from wildsci.evaluate import ModelEntry, _command, model_parameters
 
     model = ModelEntry("base", "x", str(tmp_path), 0)
-    vllm = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "eval" / "paper.yaml", EvalRecipe)
-    params = model_parameters(vllm, model, tmp_path / "cache")
-    VLLMModelConfig(**params)  # every key is one lighteval's vLLM backend knows
-    assert params["max_model_length"] == 8192 and "max_new_tokens" not in params["generation_parameters"]
-    cmd = _command(vllm, tmp_path / "m.yaml", ["wildsci:gpqa_diamond"], tmp_path / "out")
-    assert cmd[1:4] == ["-m", "wildsci.lighteval_compat", "vllm"] and "wildsci:gpqa_diamond|0" in cmd
     cpu = load_recipe(
         write_recipe(tmp_path / "r.yaml", output_dir="x", base="tiny:qwen2", num_processes=2, device="cuda"),
         EvalRecipe,
@@ -325,3 +318,24 @@ def test_backend_model_files_and_commands(tmp_path):
     assert params["dtype"] == "bfloat16" and params["system_prompt"].startswith("You are a careful scientist")
     cmd = _command(cpu, tmp_path / "m.yaml", ["wildsci:mmlu_pro"], tmp_path / "out")
     assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"] and "accelerate" in cmd[5:]
+
+
+@pytest.mark.parametrize(
+    "device,message",
+    [
+        ("cuda:7", "device 'cuda:7' is not on this machine"),
+        ("cuda", "device 'cuda' is not on this machine"),
+        ("gpu0", "device 'gpu0' is not a device name"),
+    ],
+)
+def test_a_device_that_is_not_there_is_refused_before_anything_runs(tmp_path, capsys, device, message):
+    import torch
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 CUDA devices")  # the refusal is about devices that are absent
+    out = tmp_path / "out"
+    r = write_recipe(tmp_path / "r.yaml", output_dir=str(out), base="tiny:qwen2", tasks=["wildsci"], device="cpu")
+    assert main(["eval", str(r), "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and ("use device: cpu or auto" in err or "cuda:N" in err)
+    assert not out.exists(), "nothing is written when the device is refused"

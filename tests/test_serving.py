@@ -21,8 +21,6 @@ from openai import OpenAI
 
 from wildsci.serving import ServerError, VllmServer, metric_total, render_command, served_models
 
-pytest_plugins = ["vllm_fixtures"]
-
 #: A stand-in server (no braces: the command is a template): answers /health with 200 and forks a child that
 #: would outlive a plain kill of the leader (its pid goes to the file named by the second argument).
 HEALTHY_WITH_CHILD = textwrap.dedent(

@@ -30,8 +30,6 @@ from wildsci.builder.generate import question_schema
 from wildsci.recipes import load_recipe
 from wildsci.serving import metric_total
 
-pytest_plugins = ["vllm_fixtures"]
-
 ROOT = Path(__file__).resolve().parents[1]
 WILDSCI = str(Path(sys.executable).parent / "wildsci")
 ANSWERED = "vllm:request_success_total"

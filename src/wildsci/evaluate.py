@@ -64,7 +64,7 @@ from wildsci.eval_sources import (
     read_rows,
 )
 from wildsci.prompts import SYSTEM_PROMPT
-from wildsci.recipes import RecipeError, load_recipe, recipe_hash
+from wildsci.recipes import load_recipe, recipe_hash
 from wildsci.redact import redact_text
 from wildsci.serving import Endpoint, render_command, serve_or_attach, vllm_serve_command
 
@@ -339,6 +339,29 @@ def _device(recipe: EvalRecipe) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have: running on the CPU instead would be a silent wrong answer
+    to "how fast / on what did this run", and results.json records the device as asked."""
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count()
+        if not index.isdigit() and index != "":
+            raise UserError(f"device {device!r} is not a device name -- use cpu, cuda, cuda:N or auto")
+        if count == 0 or (index and int(index) >= count):
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise UserError(f"device {device!r} is not on this machine ({have}) -- use device: cpu or auto")
+        return
+    if kind == "mps" and not index:
+        if not torch.backends.mps.is_available():
+            raise UserError("device 'mps' is not available on this machine -- use device: cpu or auto")
+        return
+    raise UserError(f"device {device!r} is not a device name -- use cpu, cuda, cuda:N, mps or auto")
 
 
 def model_parameters(
@@ -696,10 +719,9 @@ def run_eval(recipe_path: str | Path, overrides: dict[str, Any] | None = None) -
     from tqdm import tqdm
 
     overrides = dict(overrides or {})
-    try:
-        recipe: EvalRecipe = load_recipe(recipe_path, EvalRecipe, overrides)
-    except RecipeError:
-        raise
+    recipe: EvalRecipe = load_recipe(recipe_path, EvalRecipe, overrides)
+    if recipe.backend == "transformers":
+        check_device(recipe.device)
     out_dir = Path(recipe.output_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     models = expand_models(recipe)
