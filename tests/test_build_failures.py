@@ -103,7 +103,7 @@ def test_refused_connection_stops_sending_after_a_run_of_failures(tmp_path, caps
     t0 = time.monotonic()
     rc, text = build(capsys, str(write_recipe(tmp_path, url, source=papers, max_retries=2)))
     line = error_line(text)
-    assert f"24/24 generation calls failed: cannot connect to {url} -- is the server up?" in line, line
+    assert f"24/24 generation calls failed: no connection to {url} -- is the server up?" in line, line
     assert "calls in a row failed" in text and "the rest of this batch is not sent" in text
     assert time.monotonic() - t0 < 60
 
@@ -283,3 +283,20 @@ def test_a_key_from_the_environment_reaches_no_output(tmp_path, capsys, monkeypa
     assert rc2 == 2 and "HTTP 401" in text2 and "<redacted>" in text2
     outputs = text + text2 + _every_file_text(tmp_path / "out") + _every_file_text(tmp_path / "out2")
     assert (tmp_path / "out" / "README.md").is_file() and TOKEN not in outputs
+
+
+def test_rows_lost_later_to_calls_that_failed_earlier_name_the_endpoint():
+    """A server killed mid-build: a few generation calls fail (dropped as llm_error), the questions that made it
+    then starve a later stage -- the line must still name the failed calls, not only the later stage."""
+    from collections import Counter
+
+    from wildsci.builder.console import failure_reason
+
+    stages = [
+        {"name": "generate", "in": 6, "out": 2, "drops": {"llm_error": 4}},
+        {"name": "options", "in": 2, "out": 0, "drops": {"not_enough_distractors": 2}},
+    ]
+    line = failure_reason(stages, Counter({"no connection to http://127.0.0.1:9/v1": 4}))
+    assert line.startswith("options: 2/2 dropped as not_enough_distractors after 4 LLM calls failed")
+    assert "no connection to http://127.0.0.1:9/v1" in line and "rerun the same command to resume" in line
+    assert failure_reason(stages, Counter()).endswith("see the stage table above")  # no failed call: no blame

@@ -55,7 +55,7 @@ CALLS = {"generate": "generation", "options": "distractor", "vote": "vote", "lab
 
 
 def failed_calls(failures: Counter[str]) -> str:
-    """``52 x HTTP 500 from http://...; 3 x cannot connect to http://...`` (most frequent first)."""
+    """``52 x HTTP 500 from http://...; 3 x no connection to http://...`` (most frequent first)."""
     return "; ".join(f"{n} x {cause}" for cause, n in failures.most_common(3))
 
 
@@ -84,6 +84,14 @@ def failure_reason(stages: list[dict], failures: Counter[str]) -> str:
             )
             return f"{what}: {cause} -- {fix} Finished calls are cached: rerun the same command to resume"
         hint = HINTS.get(reason, "see the stage table above")
+        remote = [c for c in failures if "://" in c]
+        if remote:  # rows lost later because calls failed earlier (a server that died mid-build): name the calls
+            k = sum(failures[c] for c in remote)
+            cause = max(remote, key=lambda c: failures[c])
+            return (
+                f"{st['name']}: {n}/{st['in']} dropped as {reason} after {k} LLM calls failed ({cause}) -- is the "
+                "server up? Finished calls are cached: rerun the same command to resume"
+            )
         return f"{st['name']}: {n}/{st['in']} dropped as {reason}: {hint}"
     return (
         "every question was dropped (see the stage table above) -- loosen the recipe's filters or check the generator"

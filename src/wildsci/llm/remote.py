@@ -140,7 +140,7 @@ class OpenAIClient(CachedClient):
         if isinstance(e, openai.APITimeoutError):
             return f"no answer within {self.config.timeout_s:g} s from {self.url}", "timed out", True, None
         if isinstance(e, openai.APIConnectionError):
-            return f"cannot connect to {self.url}", detail, True, None
+            return f"no connection to {self.url}", detail, True, None
         if isinstance(e, openai.APIStatusError):
             status = e.status_code
             after = _retry_after(e.response.headers)
