@@ -25,7 +25,7 @@ def _grpo_recipe_classes() -> tuple[type, ...]:
 
 
 def _eval_recipe_classes() -> tuple[type, ...]:
-    from wildsci.evaluate import EvalRecipe
+    from wildsci.eval_config import EvalRecipe
 
     return (EvalRecipe,)
 

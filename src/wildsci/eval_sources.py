@@ -45,7 +45,6 @@ from wildsci.eval_adapters import (
     adapt_wildsci,
     normalize,
 )
-from wildsci.eval_adapters import disciplines as disciplines  # re-exported for wildsci.evaluate
 
 DEFAULT_MAX_NEW_TOKENS = 4096  # room for step-by-step reasoning before the final boxed answer
 
