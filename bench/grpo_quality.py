@@ -180,7 +180,9 @@ def summarize(recs: list[dict], base: list[dict] | None) -> dict:
     letters = Counter(r["pred"] for r in main if r["pred"])
     top, top_n = max(sorted(letters.items()), key=lambda kv: kv[1]) if letters else ("-", 0)
     lo, hi = wilson(correct, n)
-    s = {
+    # what answering the policy's most frequent letter to every question would score: a collapsed policy's
+    # accuracy is this letter's share of the gold answers, whatever it learned
+    s = {"top_gold": sum(r["gold"] == top for r in main),
         "n": n, "readable": readable, "correct": correct, "ci": (lo, hi), "top": top, "top_n": top_n,
         "letters": {c: letters.get(c, 0) for c in LETTERS},
         "collapsed": top_n > MAX_LETTER_SHARE * n or readable < MIN_READABLE * n,
@@ -236,6 +238,13 @@ def verdict(base: dict, trained: dict[str, dict], n_heldout: int) -> str:
     lines.append(f"Answer format: base {100 * base['readable'] / n:.0f}% readable; trained: {fmt}.")
     if better:
         lines.append("Accuracy above the base model at p < 0.05: " + ", ".join(f"`{k}`" for k in better) + ".")
+        letter_only = [k for k in better if trained[k]["correct"] <= trained[k]["top_gold"]]
+        if letter_only:
+            lines.append(
+                "Of these, " + ", ".join(f"`{k}`" for k in letter_only) + " score no more than answering their most "
+                "frequent letter to every question would (its share of the gold answers): the gain over the base "
+                "is readable answers plus that letter's share, not science."
+            )
     else:
         lines.append(
             f"No setting answers more of the {n_heldout} held-out questions correctly than the base model at "

@@ -158,3 +158,18 @@ def test_load_note_says_shared_only_when_measured(monkeypatch):
     assert "No other load was measured" in idle.load_note(own_threads=1)
     busy = _results.Run(command="c", commit="abc", load_before=3.0)
     assert "Other jobs were running" in busy.load_note(own_threads=1)
+
+
+def test_letter_baseline_section_recomputes_from_per_question_files():
+    rows = table_rows(section("grpo_quality_letters"))
+    folder = ROOT / "bench" / "results" / "grpo_quality"
+    assert {f.stem for f in folder.glob("*.jsonl")} == set(rows)
+    for f in folder.glob("*.jsonl"):
+        recs = [r for r in load(f) if r["rotation"] == 0]
+        letters = Counter(r["pred"] for r in recs if r["pred"])
+        top, top_n = max(sorted(letters.items()), key=lambda kv: kv[1])
+        always = sum(r["gold"] == top for r in recs)
+        correct = sum(r["correct"] for r in recs)
+        cells = rows[f.stem]
+        assert cells[1] == f"{top} {top_n}/{len(recs)}" and cells[3].startswith(f"{always}/{len(recs)} "), cells
+        assert cells[4] == f"{correct - always:+d}", cells
