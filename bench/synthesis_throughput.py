@@ -98,7 +98,7 @@ def start_server(profile: str) -> tuple[subprocess.Popen, int]:
 
 SERVER_MAIN = """
 import sys, time
-from wildsci.llm import loopback
+from wildsci.testing import loopback
 profile = sys.argv[2]
 if profile.startswith("latency:"):
     delay = float(profile.split(":")[1])
