@@ -46,15 +46,15 @@ def main() -> None:
     import torch
 
     from wildsci.answers import LETTERS
+    from wildsci.builder.chunk import read_and_chunk
     from wildsci.builder.config import BuildRecipe
     from wildsci.builder.generate import GenerateConfig, build_request_messages, question_schema, validate_question
-    from wildsci.builder.ingest import ingest
     from wildsci.llm.backends import ChatRequest, TransformersClient, make_client
     from wildsci.prompts import build_messages
     from wildsci.recipes import load_recipe
 
     recipe = load_recipe("recipes/data/demo.yaml", BuildRecipe)
-    chunks, _ = ingest(recipe.sources, recipe.chunking, tokenizer=recipe.generator.model, progress=False)
+    chunks, _ = read_and_chunk(recipe.sources, recipe.chunking, tokenizer=recipe.generator.model, progress=False)
     chunks = chunks[: args.passages]
     backend = dataclasses.replace(recipe.generator, batch_size=len(chunks))
     session1 = dataclasses.replace(
