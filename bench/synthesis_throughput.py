@@ -271,9 +271,13 @@ def main() -> None:
             f"retries on, one sqlite commit per answer in the call cache, progress bar); best of {args.repeats} "
             "runs per cell. The client costs about 1-2 ms of CPU per call (the SDK's request building and response "
             "handling), which is what separates it from the raw generator at 200 ms x 32 in flight and vanishes "
-            "at real completion latencies. `transformers serve`: a real OpenAI-compatible server (transformers' own) "
-            "with the embedded SmolLM2-135M on these CPU cores, 8-token greedy completions, best of 2 runs per cell."
+            "at real completion latencies."
         )
+        if not args.no_serve:
+            body += (
+                " `transformers serve`: a real OpenAI-compatible server (transformers' own) with the embedded "
+                "SmolLM2-135M on these CPU cores, 8-token greedy completions, best of 2 runs per cell."
+            )
         body += f"\n\nLoad: {run.load_note(own_threads=2)}"
         run.write("synthesis_throughput", "Synthesis client throughput (issue 8)", body)
         print("wrote bench/RESULTS.md")
