@@ -228,7 +228,10 @@ def _patch_litellm_client(client_cls: type) -> None:
             raise
         last_error.value = None
         for choice in getattr(response, "choices", None) or []:
-            ids = getattr(choice, "token_ids", None)
+            # litellm >= 1.110 sets choice.token_ids; older ones keep unknown fields in provider_specific_fields
+            ids = getattr(choice, "token_ids", None) or (getattr(choice, "provider_specific_fields", None) or {}).get(
+                "token_ids"
+            )
             if ids is not None and choice.message.content is not None:
                 ids_by_text[choice.message.content] = list(ids)
         return response
