@@ -95,13 +95,15 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/nonllm_stages.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/synthesis_throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/local_generation.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/grpo_throughput.py --cpu-smoke
 
 bench-gpu: $(STAMP)
 	$(BIN)/python bench/grpo_throughput.py
 
 # CPU GRPO quality evidence (base vs trained SmolLM2): 20-40 minutes
 bench-quality: $(STAMP)
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python bench/grpo_quality.py
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python bench/grpo_quality.py --jobs 2 --threads 1
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/letter_baseline.py
 
 # One version set. constraints-gpu.txt: a native resolve on Linux x86_64 (CPython 3.11) against PyPI of every
 # extra with TRL's vLLM/DeepSpeed extras and CUDA torch, metadata only (pip --dry-run --report, no wheels
