@@ -341,3 +341,39 @@ def test_a_device_that_is_not_there_is_refused_before_anything_runs(tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and ("use device: cpu or auto" in err or "cuda:N" in err)
     assert not out.exists(), "nothing is written when the device is refused"
+
+
+@pytest.mark.slow
+def test_planted_tokens_reach_no_output_of_wildsci_eval(tmp_path, capfd, monkeypatch):
+    """Credentials in the environment (HF, OpenAI, a server key) appear in no file ``wildsci eval`` writes (results,
+    predictions, results.md, lighteval's logs and details, the run state) and in nothing it prints."""
+    planted = {
+        "HF_TOKEN": "hf_" + "Plant3dHfT0ken" * 2,
+        "HUGGING_FACE_HUB_TOKEN": "hf_" + "Plant3dHubT0k" * 2,
+        "OPENAI_API_KEY": "sk-" + "plant3dOpenAIkey" * 2,
+        "WILDSCI_EVAL_API_KEY": "plant3d-server-key-0123456789",
+    }
+    for k, v in planted.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    ds = make_wildsci_dataset(tmp_path / "dataset", n_train=2, n_test=2)
+    out = tmp_path / "out"
+    r = write_recipe(
+        tmp_path / "r.yaml",
+        output_dir=str(out),
+        base="tiny:qwen2",
+        tasks=["wildsci"],
+        sources={"wildsci": str(ds)},
+        max_samples=2,
+        max_new_tokens=4,
+        device="cpu",
+        dtype="float32",
+    )
+    assert main(["eval", str(r)]) == 0
+    printed = "".join(capfd.readouterr())
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert (out / "results.json").is_file() and any(p.name == "lighteval.log" for p in files)
+    for value in planted.values():
+        assert value not in printed
+        for p in files:
+            assert value.encode() not in p.read_bytes(), f"{p.relative_to(out)} holds a planted credential"
