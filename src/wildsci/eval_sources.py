@@ -16,6 +16,10 @@ Where the data comes from (highest priority first):
 A local file is normalized once into ``<cache>/eval_data/<task>/<content hash>/test.jsonl`` (GPQA: next to the
 file you decrypted, never in a shared cache) so lighteval loads a plain local dataset whose path changes
 whenever the content does -- which keeps lighteval's own response cache honest.
+
+Length (~410 lines): the source table, reading (local files, GPQA's encrypted zip, the Hub), normalization with
+its cache, and permutations all work on the same source records; the per-benchmark row adapters are already apart
+(:mod:`wildsci.eval_adapters`).
 """
 
 from __future__ import annotations
