@@ -378,22 +378,22 @@ def test_push_from_the_cli_is_one_commit(full_build, tmp_path, monkeypatch):
     import shutil
 
     import huggingface_hub
-    from test_build_push import FakeApi
+    from wildsci_fixtures import FakeHfApi
 
     from wildsci.cli import main
 
     full_tmp, recipe, _, _, _ = full_build
     shutil.copytree(full_tmp / "out", tmp_path / "out")
-    FakeApi.calls, FakeApi.fail = [], None
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    FakeHfApi.reset()
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_token_never_printed")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     rc = main(["build", str(recipe), "--output-dir", str(tmp_path / "out"), "--push", "--hub_repo_id", "me/fake"])
     assert rc == 0
-    assert [c[0] for c in FakeApi.calls] == ["create_repo", "upload_folder"]
-    assert FakeApi.calls[0][1]["private"] is True and FakeApi.calls[1][1]["repo_id"] == "me/fake"
-    assert "data/train-00000-of-00001.parquet" in FakeApi.calls[1][1]["files"]
-    assert not any(".wildsci_build" in f for f in FakeApi.calls[1][1]["files"])
+    assert [c[0] for c in FakeHfApi.calls] == ["create_repo", "upload_folder"]
+    assert FakeHfApi.calls[0][1]["private"] is True and FakeHfApi.calls[1][1]["repo_id"] == "me/fake"
+    assert "data/train-00000-of-00001.parquet" in FakeHfApi.calls[1][1]["files"]
+    assert not any(".wildsci_build" in f for f in FakeHfApi.calls[1][1]["files"])
 
 
 def test_bad_recipe_is_one_line_before_any_work(tmp_path):
