@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import require
 from eval_helpers import (
     assert_no_leak,
     damaged_parquet,
@@ -225,8 +226,7 @@ def test_rerun_resumes_without_running_lighteval_again(matrix):
 @pytest.mark.slow
 def test_gpqa_runs_without_leaving_questions_behind(shared_data, tmp_path, repo_root, monkeypatch):
     """GPQA through ``wildsci eval``: scores kept, question text nowhere in the outputs, repo or caches."""
-    if not (shared_data / "benchmarks" / "gpqa_diamond.zip").is_file():
-        pytest.skip("gpqa_diamond.zip not in the shared data")
+    require((shared_data / "benchmarks" / "gpqa_diamond.zip").is_file(), "gpqa_diamond.zip not in the shared data")
     from wildsci.models import cache_dir
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
