@@ -10,7 +10,6 @@ and p-value can be recomputed (``tests/test_bench_results.py`` does).
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
@@ -45,6 +44,7 @@ SHARED_LOAD = 0.5
 
 sys.path.insert(0, str(ROOT / "src"))  # the checkout's own code, whatever is installed in the venv
 from wildsci.provenance import git_sha, is_dirty, markdown_table, package_versions  # noqa: E402
+from wildsci.report.stats import mcnemar_p, wilson  # noqa: E402  (one implementation for the report and benches)
 
 __all__ = [
     "markdown_table",
@@ -96,27 +96,6 @@ def spread(values: Sequence[float], fmt: str = "{:.2f}") -> str:
     if len(values) == 1:
         return fmt.format(values[0]) + " (1 run)"
     return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion k/n (valid at 0 and n, unlike the normal approximation)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def mcnemar_p(before: Sequence[bool], after: Sequence[bool]) -> float:
-    """Exact two-sided McNemar p-value for paired binary outcomes (a sign test on the discordant pairs)."""
-    b = sum(x and not y for x, y in zip(before, after, strict=True))
-    c = sum(y and not x for x, y in zip(before, after, strict=True))
-    n = b + c
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n)
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:

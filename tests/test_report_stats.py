@@ -131,3 +131,10 @@ def test_trained_model_is_the_last_one_eval_lists():
     assert stats.base_and_trained([], ["m0", "m1"]) == ("m0", "m1")
     assert stats.base_and_trained([{"name": "b0", "step": 0}, {"name": "x", "step": 3}]) == ("b0", "x")
     assert stats.base_and_trained([]) == (None, None)
+
+
+def test_mcnemar_exact_p_on_discordant_pairs():
+    # 1 pair flipped one way, 6 the other: p = 2 * (C(7,0) + C(7,1)) / 2**7 = 0.125
+    before = [True] + [False] * 6 + [True, False]
+    after = [False] + [True] * 6 + [True, False]
+    assert stats.mcnemar_p(before, after) == 0.125 and stats.mcnemar_p([True], [True]) == 1.0

@@ -46,6 +46,16 @@ def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_p(before: Iterable[bool], after: Iterable[bool]) -> float:
+    """Exact two-sided McNemar p-value for paired binary outcomes (a sign test on the discordant pairs)."""
+    b = sum(x and not y for x, y in zip(before, after, strict=True))
+    c = sum(y and not x for x, y in zip(before, after, strict=True))
+    n = b + c
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n)
+
+
 def accuracy_interval(accuracy: Any, n: Any) -> tuple[float, float] | None:
     """The Wilson interval of an accuracy over ``n`` questions, or None when either number is missing."""
     a, m = num(accuracy), num(n)
