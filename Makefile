@@ -81,7 +81,7 @@ demo-plan: $(STAMP)
 test: $(STAMP) browser vllm-env
 	HF_HUB_OFFLINE=1 $(BIN)/wildsci recipes check 'recipes/**/*.yaml'
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WILDSCI_VLLM_PYTHON=$(abspath $(VLLM_VENV)/bin/python) \
-	  $(BIN)/python -m pytest -q
+	  $(BIN)/python -m pytest -q --durations=25
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not browser"

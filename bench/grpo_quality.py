@@ -41,12 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from _results import markdown_table, mcnemar_p, package_versions, read_jsonl, start_run, wilson, write_jsonl  # noqa: E402
 
+from wildsci.answers import COLLAPSE_SHARE  # noqa: E402
+
 BENCH = ROOT.parent / "shared" / "data" / "benchmarks"
 TRAIN_FILE = BENCH / "arc_challenge_train.jsonl"
 HELDOUT_FILE = BENCH / "arc_challenge_test.jsonl"
 LETTERS = "ABCD"
 #: a policy "does not collapse" when no letter takes more than this share of held-out answers ...
-MAX_LETTER_SHARE = 0.40
+MAX_LETTER_SHARE = COLLAPSE_SHARE
 #: ... while at least this share of its answers stays readable (issue 16)
 MIN_READABLE = 0.90
 
@@ -62,6 +64,14 @@ SETTINGS: dict[str, tuple[str, list[str], bool]] = {
     "lr5e-6x32": ("lr 5e-6 for 32 steps", ["--learning_rate", "5e-6", "--max_steps", "32"], False),
     "fmt_warmup": ("format credit only with the right letter after 8 warm-up steps",
                    ["--reward_funcs", "accuracy", "format_after_warmup", "--format_warmup_steps", "8"], False),
+    "letter_balance": ("minus each answer letter's excess over its gold share (last 8 steps)",
+                       ["--reward_funcs", "accuracy", "format", "letter_balance", "--reward_weights", "1", "1", "1"],
+                       False),
+    "rot4": ("each question under 4 rotations of its options in one step, gold at A-D (4 x 4 rollouts)",
+             ["--option_rotations", "4", "--shuffle_dataset", "false", "--per_device_train_batch_size", "16"], False),
+    "rot4+kl1": ("rot4 with a KL term to the base model, beta 1.0",
+                 ["--option_rotations", "4", "--shuffle_dataset", "false", "--per_device_train_batch_size", "16",
+                  "--beta", "1.0"], False),
 }  # fmt: skip
 
 
@@ -217,13 +227,21 @@ def row_cells(name: str, desc: str, s: dict, train_min: float | None) -> list[st
 
 def code_key(commit: str) -> str:
     """What a cached policy or evaluation depends on: the kit's code (git tree of src/), this file's data and
-    evaluation functions, and the installed key packages. A commit that changes only the report reuses them; a
-    dirty tree never does."""
+    evaluation functions, and the installed key packages. A commit that changes only the report reuses them; with
+    uncommitted changes in src/ the key also holds those changes (diff and new files), so an --allow-dirty rerun
+    of the same code reuses its own results and nothing else."""
     import inspect
 
     tree = subprocess.run(["git", "rev-parse", "HEAD:src"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     here = "".join(inspect.getsource(f) for f in (load_mc, rotate, wildsci_rows, make_data, evaluate))
-    dirty = f"{commit}@{time.time()}" if commit.endswith("-dirty") or commit == "unknown" else ""
+    dirty = ""
+    if commit.endswith("-dirty") or commit == "unknown":
+        git = ["git", "-C", str(ROOT)]
+        diff = subprocess.run([*git, "diff", "HEAD", "--", "src"], capture_output=True, text=True).stdout
+        new = subprocess.run([*git, "ls-files", "--others", "--exclude-standard", "src"], capture_output=True,
+                             text=True).stdout.split()  # fmt: skip
+        dirty = diff + "".join(f + (ROOT / f).read_text(errors="replace") for f in new) if commit != "unknown" else ""
+        dirty = dirty or f"{commit}@{time.time()}"
     versions = json.dumps(package_versions(), sort_keys=True)  # a reinstalled torch/transformers/trl: rerun
     return hashlib.sha256(f"{tree}\0{here}\0{dirty}\0{versions}".encode()).hexdigest()[:16]
 

@@ -283,6 +283,15 @@ def data(tmp_path):
         ({}, ["--voting_types", "agreed"], "voting_types ['agreed'] unknown"),
         ({}, ["--max_train_samples", "0"], "max_train_samples 0 leaves nothing"),
         ({}, ["--letter_share_threshold", "40"], "letter_share_threshold 40.0"),
+        ({}, ["--option_rotations", "11"], "option_rotations 11 -- give 1 (questions as written) to 10"),
+        ({}, ["--option_rotations", "4"], "option_rotations 4 needs shuffle_dataset: false"),
+        (
+            {"shuffle_dataset": False},
+            ["--option_rotations", "4"],
+            "option_rotations 4: a step holds 1 prompt(s) (per_device_train_batch_size 4 x 1 process(es) x "
+            "gradient_accumulation_steps 1 / num_generations 4) -- make it a multiple of 4, e.g. "
+            "per_device_train_batch_size 16",
+        ),
         ({"eval_strategy": "steps", "eval_steps": 2}, [], "eval_strategy is set but dataset_test_split is not"),
     ],
 )
@@ -427,3 +436,24 @@ def test_recipe_dataclasses_document_every_field():
     assert recipe_dataclasses()[:2] == (WildSciGRPOArguments, GRPOConfig)
     for f in dataclasses.fields(WildSciGRPOArguments):
         assert f.metadata.get("help"), f"{f.name} has no help"
+
+
+def test_option_rotations_ask_each_question_k_times_in_a_row_with_its_gold_letter_moving(data):
+    """TRL walks the rows in order when shuffle_dataset is false: k consecutive rows = one question's k orders."""
+    from wildsci.dataset_io import load_wildsci
+    from wildsci.grpo.config import WildSciGRPOArguments
+    from wildsci.grpo.data import prepare_dataset
+    from wildsci.schema import options_list
+
+    raw = load_wildsci(str(data), split="train")
+    ds = prepare_dataset(raw, WildSciGRPOArguments(dataset_name=str(data), option_rotations=4), "x", seed=0)
+    assert len(ds) == 4 * len(raw)
+    gold_text = {r["question_id"]: options_list(r["options"])[ord(r["answer"]) - 65] for r in raw}
+    for i in range(0, len(ds), 4):
+        group = ds.select(range(i, i + 4))
+        assert len(set(group["question_id"])) == 1  # one question, four rows in a row
+        assert len(set(group["answer"])) == 4  # its gold letter differs in each
+        for r in group:  # and the gold letter still names the gold option, which the prompt lists under it
+            text = options_list(r["options"])[ord(r["answer"]) - 65]
+            assert text == gold_text[r["question_id"]] and f"{r['answer']}. {text}" in r["prompt"][-1]["content"]
+    assert ds["question_id"][::4] != raw["question_id"]  # questions shuffled once (TRL will not shuffle them)

@@ -442,3 +442,21 @@ def test_planted_token_reaches_no_output(tmp_path, capsys):
         assert secret not in out.out + out.err
         for f in outputs:
             assert secret.encode() not in f.read_bytes(), f"{secret[:6]}... in {f.name}"
+
+
+def test_letter_table_marks_a_policy_with_one_letter_above_40_percent():
+    from collections import Counter
+
+    from wildsci.report.generalization import letter_table
+
+    gold = Counter({"A": 25, "B": 25, "C": 25, "D": 25})
+    chosen = {
+        "collapsed": Counter({"B": 41, "A": 20, "C": 20, "none": 19}),  # 41 % of all answers
+        "balanced": Counter({"B": 40, "A": 30, "C": 30}),  # 40 % is the line, not above it
+        "silent": Counter({"none": 5}),
+    }
+    lines = "\n".join(letter_table(gold, chosen)).splitlines()
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ")}
+    assert "B 41.0%" in rows["collapsed"] and rows["collapsed"].endswith("yes: one letter above 40.0% |")
+    assert "B 40.0%" in rows["balanced"] and rows["balanced"].endswith("| no |")
+    assert rows["silent"].endswith("no readable answer |")

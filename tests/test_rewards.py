@@ -87,6 +87,35 @@ def test_format_after_warmup_pays_format_only_with_the_right_letter_after_the_wa
         get_reward("format_after_warmup", format_warmup_steps=-1)
 
 
+def test_letter_balance_penalises_a_letter_beyond_its_gold_share():
+    bal = get_reward("letter_balance", letter_balance_window=8)
+    assert bal.__name__ == "letter_balance" and "letter_balance" in REGISTRY
+    # readable answers A:3 B:1 (shares 0.75, 0.25); gold letters A:1 B:2 C:1 D:1 (0.2, 0.4, ...)
+    # A: -(0.75 - 0.2); B: 0.25 - 0.4 is below its gold share -> 0; the unreadable answer -> 0
+    texts = ["\\boxed{A}", "\\boxed{A}", "\\boxed{A}", "\\boxed{B}", "no idea"]
+    out = call(bal, texts, ["A", "B", "C", "D", "B"], options=[OPTS4] * 5)
+    assert out == pytest.approx([-0.55, -0.55, -0.55, 0.0, 0.0])
+
+
+def test_letter_balance_is_zero_for_a_policy_that_answers_every_question_right():
+    bal = get_reward("letter_balance", letter_balance_window=4)
+    for golds in (["A", "A", "C", "B"], ["A", "D", "D", "A"], ["B", "B", "B", "B"]):
+        assert call(bal, [f"\\boxed{{{g}}}" for g in golds], golds, options=[OPTS4] * 4) == [0.0] * 4
+
+
+def test_letter_balance_pools_the_last_window_of_calls():
+    """One call of all-A answers to A questions is right; the same answers after calls on B questions are not."""
+    bal = get_reward("letter_balance", letter_balance_window=2)
+    call(bal, ["\\boxed{B}"] * 2, ["B", "B"], options=[OPTS4] * 2)
+    # window: answers B2 A2 (A share 0.5), gold B2 A2 (A share 0.5) -> 0
+    assert call(bal, ["\\boxed{A}"] * 2, ["A", "A"], options=[OPTS4] * 2) == [0.0, 0.0]
+    call(bal, ["\\boxed{A}"] * 2, ["B", "B"], options=[OPTS4] * 2)
+    # window (last 2 calls): answers A:4 (share 1), gold B:2 A:2 (A share 0.5) -> -(1 - 0.5)
+    assert call(bal, ["\\boxed{A}"] * 2, ["A", "A"], options=[OPTS4] * 2) == [-0.5, -0.5]
+    with pytest.raises(UserError, match="letter_balance_window"):
+        get_reward("letter_balance", letter_balance_window=0)
+
+
 def test_rewards_log_the_extracted_letter():
     logged: dict[str, list] = {}
     acc = get_reward("accuracy")

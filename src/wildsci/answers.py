@@ -177,6 +177,11 @@ def is_boxed_answer(text: str | None) -> bool:
     return e.ok and e.method == "boxed"
 
 
+#: one letter above this share of a policy's answers reads as a collapse onto that letter (training guard, report,
+#: benchmarks): with 4 to 10 options a policy that reads the questions stays well below it on balanced gold letters
+COLLAPSE_SHARE = 0.40
+
+
 def letter_share(letters: Mapping[str, float], gold_letters: Mapping[str, float]) -> dict[str, Any]:
     """The most frequent answer letter, its share of the answers, and its excess over that letter's gold share.
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from wildsci.answers import LETTERS, letter_share
+from wildsci.answers import COLLAPSE_SHARE, LETTERS, letter_share
 
 log = logging.getLogger("wildsci.metrics")
 
@@ -216,7 +216,7 @@ class Guards:
         zero_std_threshold: float = 0.95,
         zero_std_patience: int = 3,
         max_completion_length: int | None = None,
-        letter_share_threshold: float = 0.4,
+        letter_share_threshold: float = COLLAPSE_SHARE,
         letter_share_window: int = 8,
     ) -> None:
         self.clipped_threshold = clipped_threshold
@@ -247,8 +247,9 @@ class Guards:
         return (
             f"step {step}: {share:.0%} of the {n} readable answers of the last {len(self.letter_window)} logged steps "
             f"are {top} ({pooled['top_letter_excess']:+.0%} over its share of the gold letters); the policy is "
-            "collapsing onto one letter and earns accuracy by chance -- lower the learning rate, or weigh accuracy "
-            "above format (see the letters histogram in wildsci_metrics.jsonl)"
+            "collapsing onto one letter and earns accuracy by chance (greedy answers will be that letter almost "
+            "everywhere) -- ask each question under several option orders per step (option_rotations), add a KL "
+            "term (beta) or lower the learning rate; see the letters histogram in wildsci_metrics.jsonl"
         )
 
     def check(self, step: int, record: dict[str, Any]) -> list[str]:

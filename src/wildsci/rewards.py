@@ -14,6 +14,13 @@ so what earns reward in training is exactly what counts as correct at evaluation
   format credit only with the right letter. Why: format credit that any letter can earn, kept for the whole
   run, pays a policy for answering one letter to everything (readable, boxed, right by chance); after the
   warm-up has taught the format, the credit only follows correct answers.
+- ``letter_balance``: minus the excess of a completion's letter over its gold share, pooled over the last
+  ``letter_balance_window`` reward calls (this one included): ``-(share of L among readable answers - share of L
+  among the gold letters)`` when positive, else 0; unreadable answers get 0. Why: once a policy answers one letter
+  to every question, every group scores the same, the advantage is 0 and nothing moves it back, so the collapse
+  has to be stopped before it happens. The penalty is 0 for a policy that answers every question right (its
+  letters are the gold letters), so it changes nothing about what the best policy is; it only takes away the
+  reward of the one-letter shortcut. The window lives in the process: a resumed run starts it empty.
 
 Rewards follow TRL's signature: ``f(prompts, completions, completion_ids, **dataset_columns) -> list[float]``.
 Each reward logs the letter it extracted to TRL's completions table (``log_extra``) and hands the
@@ -25,6 +32,7 @@ as-is (its values count in TRL's reward, but the per-discipline reward is then o
 from __future__ import annotations
 
 import importlib
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,10 +79,16 @@ def format_score(e: Extraction, partial_credit: float) -> float:
 
 #: a per-completion score: (parser decision, gold letter, training step) -> reward
 Score = Callable[[Extraction, str | None, int], float]
+#: a per-call score: (parser decisions, gold letters, training step) -> one reward per completion
+BatchScore = Callable[[list[Extraction], list[str | None], int], list[float]]
 
 
-def _make(name: str, score: Score, collector=None) -> RewardFunc:
-    """Wrap a per-completion score into a TRL reward function that also logs letters and feeds metrics."""
+def _each(score: Score) -> BatchScore:
+    return lambda extractions, golds, step: [score(e, g, step) for e, g in zip(extractions, golds, strict=True)]
+
+
+def _make(name: str, score: BatchScore, collector=None) -> RewardFunc:
+    """Wrap a score into a TRL reward function that also logs letters and feeds metrics."""
 
     def reward(completions, answer=None, options=None, discipline=None, completion_ids=None, **kwargs) -> list[float]:
         if answer is None:
@@ -84,7 +98,7 @@ def _make(name: str, score: Score, collector=None) -> RewardFunc:
         extractions = extract_all(completions, options)
         state = kwargs.get("trainer_state")  # TRL passes the TrainerState: the step survives a resume
         step = state.global_step if state is not None else 0
-        values = [score(e, g, step) for e, g in zip(extractions, answer, strict=True)]
+        values = score(extractions, list(answer), step)
         log_extra = kwargs.get("log_extra")
         if log_extra is not None:
             log_extra(f"{name}_letter", [e.letter or f"<{e.status}>" for e in extractions])
@@ -100,14 +114,14 @@ def _make(name: str, score: Score, collector=None) -> RewardFunc:
 
 def make_accuracy_reward(collector=None, **_: Any) -> RewardFunc:
     """1 correct / 0 wrong / 0 unparseable."""
-    return _make("accuracy", lambda e, gold, _step: accuracy_score(e, gold), collector)
+    return _make("accuracy", _each(lambda e, gold, _step: accuracy_score(e, gold)), collector)
 
 
 def make_format_reward(collector=None, format_partial_credit: float = 0.5, **_: Any) -> RewardFunc:
     """1 for ``\\boxed{X}``, ``format_partial_credit`` for any other parseable answer, 0 otherwise."""
     if not 0.0 <= format_partial_credit <= 1.0:
         raise UserError(f"format_partial_credit must be between 0 and 1, got {format_partial_credit}")
-    return _make("format", lambda e, _gold, _step: format_score(e, format_partial_credit), collector)
+    return _make("format", _each(lambda e, _gold, _step: format_score(e, format_partial_credit)), collector)
 
 
 def make_format_after_warmup_reward(
@@ -124,7 +138,25 @@ def make_format_after_warmup_reward(
             return 0.0
         return format_score(e, format_partial_credit)
 
-    return _make("format_after_warmup", score, collector)
+    return _make("format_after_warmup", _each(score), collector)
+
+
+def make_letter_balance_reward(collector=None, letter_balance_window: int = 8, **_: Any) -> RewardFunc:
+    """Minus the excess of each answer's letter over its gold share, over the last ``letter_balance_window`` calls."""
+    if letter_balance_window < 1:
+        raise UserError(f"letter_balance_window must be at least 1 reward call, got {letter_balance_window}")
+    window: deque[tuple[Counter, Counter]] = deque(maxlen=letter_balance_window)
+
+    def score(extractions: list[Extraction], golds: list[str | None], _step: int) -> list[float]:
+        window.append((Counter(e.letter for e in extractions if e.ok), Counter(g for g in golds if g)))
+        answered, gold = sum((a for a, _ in window), Counter()), sum((g for _, g in window), Counter())
+        n, n_gold = sum(answered.values()), sum(gold.values())
+        if not n or not n_gold:
+            return [0.0] * len(extractions)
+        excess = {k: answered[k] / n - gold[k] / n_gold for k in answered}
+        return [-max(0.0, excess[e.letter]) if e.ok else 0.0 for e in extractions]
+
+    return _make("letter_balance", score, collector)
 
 
 #: name -> factory(collector=..., **options) returning a TRL reward function.
@@ -132,6 +164,7 @@ REGISTRY: dict[str, Callable[..., RewardFunc]] = {
     "accuracy": make_accuracy_reward,
     "format": make_format_reward,
     "format_after_warmup": make_format_after_warmup_reward,
+    "letter_balance": make_letter_balance_reward,
 }
 
 

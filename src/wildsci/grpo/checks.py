@@ -98,6 +98,27 @@ def check_vllm(args: Any) -> None:
         raise UserError(f"vllm_mode {args.vllm_mode!r} unknown -- use colocate or server")
 
 
+def check_rotations(option_rotations: int, args: Any, where: str) -> None:
+    """The rotations of one question must land in one optimizer step, or they do not cancel each other's letter."""
+    if option_rotations <= 1:
+        return
+    if args.shuffle_dataset:
+        raise UserError(
+            f"{where}: option_rotations {option_rotations} needs shuffle_dataset: false -- TRL's shuffle would "
+            "scatter a question's rotations over different steps (wildsci shuffles the questions once, with the seed)"
+        )
+    b, w, n = args.per_device_train_batch_size, args.world_size, args.num_generations
+    g = args.gradient_accumulation_steps
+    prompts = b * w * g // n
+    if prompts % option_rotations:
+        raise UserError(
+            f"{where}: option_rotations {option_rotations}: a step holds {prompts} prompt(s) "
+            f"(per_device_train_batch_size {b} x {w} process(es) x gradient_accumulation_steps {g} / num_generations "
+            f"{n}) -- make it a multiple of {option_rotations}, e.g. per_device_train_batch_size "
+            f"{option_rotations * n}"
+        )
+
+
 def check_push(push: bool, hub_model_id: str | None, token: str | None) -> str | None:
     """The token to push with (we push once, at the end), or a one-line error when the push cannot happen."""
     if not push:

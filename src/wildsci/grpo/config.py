@@ -17,8 +17,9 @@ from typing import Any
 import trl
 from trl import ModelConfig
 
+from wildsci.answers import COLLAPSE_SHARE
 from wildsci.errors import UserError, first_line
-from wildsci.schema import VOTING_TYPES
+from wildsci.schema import NUM_OPTIONS, VOTING_TYPES
 from wildsci.taxonomy import load_taxonomy
 
 
@@ -57,7 +58,7 @@ class WildSciGRPOArguments:
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy"],
         metadata={
-            "help": "Rewards by name (accuracy, format, format_after_warmup) or dotted path "
+            "help": "Rewards by name (accuracy, format, format_after_warmup, letter_balance) or dotted path "
             "(my_pkg.my_module:my_reward); weights go in reward_weights, one per reward."
         },
     )
@@ -70,6 +71,21 @@ class WildSciGRPOArguments:
         metadata={
             "help": "format_after_warmup: training steps during which any readable answer earns format credit; "
             "afterwards only a right answer earns it."
+        },
+    )
+    option_rotations: int = field(
+        default=1,
+        metadata={
+            "help": "Ask each training question under this many cyclic rotations of its options in the same "
+            "optimizer step, so its gold letter differs between them (needs shuffle_dataset: false; the questions "
+            "are shuffled once with the seed). 1 = each question once, as written."
+        },
+    )
+    letter_balance_window: int = field(
+        default=8,
+        metadata={
+            "help": "letter_balance: reward calls (one per generation batch) whose answers and gold letters are "
+            "pooled to measure each letter's excess over its gold share."
         },
     )
     system_prompt: str | None = field(
@@ -90,7 +106,7 @@ class WildSciGRPOArguments:
         metadata={"help": "Warn after this many logged steps in a row with identical rewards in every group."},
     )
     letter_share_threshold: float = field(
-        default=0.4,
+        default=COLLAPSE_SHARE,
         metadata={
             "help": "Warn when one answer letter takes more than this share of the readable rollout answers over "
             "letter_share_window logged steps (and more than its share of the gold letters): a collapse onto one "
@@ -125,9 +141,14 @@ class WildSciGRPOArguments:
             raise UserError(
                 f"letter_share_threshold {self.letter_share_threshold} -- give a share strictly between 0 and 1"
             )
-        for name in ("zero_std_patience", "letter_share_window"):
+        for name in ("zero_std_patience", "letter_share_window", "letter_balance_window"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} {getattr(self, name)} -- give a number of logged steps, at least 1")
+        if not 1 <= self.option_rotations <= NUM_OPTIONS:
+            raise UserError(
+                f"option_rotations {self.option_rotations} -- give 1 (questions as written) to {NUM_OPTIONS} "
+                "(one rotation per option letter)"
+            )
         if self.format_warmup_steps < 0:
             raise UserError(f"format_warmup_steps {self.format_warmup_steps} -- give 0 or more reward calls")
 

@@ -18,7 +18,7 @@ from wildsci.dataset_io import load_wildsci
 from wildsci.errors import UserError
 from wildsci.grpo.config import WildSciGRPOArguments
 from wildsci.prompts import SYSTEM_PROMPT, build_messages
-from wildsci.schema import options_list
+from wildsci.schema import options_dict, options_list
 
 log = logging.getLogger("wildsci.grpo")
 
@@ -79,11 +79,40 @@ def prepare_dataset(ds, script: WildSciGRPOArguments, where: str, seed: int = 0)
         )
     if script.max_train_samples is not None and script.max_train_samples < len(ds):
         ds = ds.shuffle(seed=seed).select(range(script.max_train_samples))
+    if script.option_rotations > 1:
+        # TRL walks the rows in order (shuffle_dataset: false), so the questions are shuffled here, once
+        ds = ds.shuffle(seed=seed).map(lambda b: rotations(b, script.option_rotations), batched=True)
     system = SYSTEM_PROMPT if script.system_prompt is None else (script.system_prompt or None)
     ds = ds.map(lambda r: {"prompt": build_messages(r["question"], r["options"], system_prompt=system)})
     ds = ds.remove_columns([c for c in ds.column_names if c not in KEEP_COLUMNS])
     log.info("%s: %d rows (of %d; %d after filters, %d unusable dropped)", where, len(ds), n0, n_filtered, dropped)
     return ds
+
+
+def rotation_shifts(n_options: int, k: int) -> list[int]:
+    """``k`` cyclic shifts spread evenly over ``n_options`` positions (4 of 10 options: 0, 2, 5, 8)."""
+    return [round(j * n_options / k) % n_options for j in range(k)]
+
+
+def rotations(batch: dict[str, list], k: int) -> dict[str, list]:
+    """Each row repeated ``k`` times in a row, its options rotated left by :func:`rotation_shifts` (the gold letter
+    moves with its option).
+
+    Why: a one-question step pushes the policy towards that question's gold letter, and a small model reads that
+    push as "prefer this letter". When the same question is asked with its gold at k different letters in one
+    step, the pushes towards letters cancel and only reading the options is rewarded. A question with fewer
+    options than ``k`` repeats some orders.
+    """
+    out: dict[str, list] = {key: [] for key in batch}
+    for i in range(len(batch["question"])):
+        opts = options_list(batch["options"][i])
+        gold = LETTERS.index(batch["answer"][i])
+        for shift in rotation_shifts(len(opts), k):
+            for key in batch:
+                out[key].append(batch[key][i])
+            out["options"][-1] = options_dict(opts[shift:] + opts[:shift])
+            out["answer"][-1] = LETTERS[(gold - shift) % len(opts)]
+    return out
 
 
 def load_split(script: WildSciGRPOArguments, split: str, seed: int = 0):

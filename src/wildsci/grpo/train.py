@@ -24,7 +24,14 @@ from typing import Any
 from trl import GRPOTrainer, TrlParser, get_peft_config
 
 from wildsci.errors import UserError, first_line, run_main
-from wildsci.grpo.checks import check_model, check_output_dir, check_push, check_vllm, resolve_resume
+from wildsci.grpo.checks import (
+    check_model,
+    check_output_dir,
+    check_push,
+    check_rotations,
+    check_vllm,
+    resolve_resume,
+)
 from wildsci.grpo.config import enum_value, recipe_dataclasses
 from wildsci.grpo.data import dataset_provenance, load_split
 from wildsci.grpo.hub import push_model, write_model_card
@@ -121,6 +128,7 @@ def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
     out = check_output_dir(args.output_dir)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     check_vllm(args)
+    check_rotations(script.option_rotations, args, cfg or "command line")
     push, args.push_to_hub = args.push_to_hub, False  # we push once, at the end, without the checkpoints
     token = check_push(push, args.hub_model_id, removed.get("hub_token"))
     model_path = check_model(model_args.model_name_or_path, model_args.model_revision, args.trust_remote_code)
@@ -148,6 +156,7 @@ def _train(script, args, model_args, model_path, out, resume, cfg, over, secrets
         collector,
         format_partial_credit=script.format_partial_credit,
         format_warmup_steps=script.format_warmup_steps,
+        letter_balance_window=script.letter_balance_window,
     )
     callback = WildSciMetricsCallback(
         collector,

@@ -9,10 +9,32 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from wildsci.answers import COLLAPSE_SHARE, LETTERS, letter_share
 from wildsci.provenance import markdown_table, pct
 from wildsci.report import figures, stats
 from wildsci.report.inputs import RunInputs
 from wildsci.report.text import CI_NOTE, SMALL_NOTE, accuracy, fmt, rel
+
+
+def letter_table(gold: Counter, chosen: dict[str, Counter]) -> list[str]:
+    """Per model: the most frequent answer letter's share of all its answers, against that letter's gold share.
+
+    Why a table beside the figure: "no letter above 40 %" is the line between a policy that reads the questions
+    and one that collapsed onto a letter (issue 16), and it should be read off, not estimated from bars.
+    """
+    rows = []
+    for m, cnt in chosen.items():
+        total = sum(cnt.values())
+        top = letter_share({k: v for k, v in cnt.items() if k in LETTERS}, gold)
+        if not total or not top:
+            rows.append([m, total, "–", "–", "no readable answer"])
+            continue
+        share = cnt[top["top_letter"]] / total
+        verdict = f"yes: one letter above {pct(COLLAPSE_SHARE)}" if share > COLLAPSE_SHARE else "no"
+        gold_share = top["top_letter_share"] - top["top_letter_excess"]
+        rows.append([m, total, f"{top['top_letter']} {pct(share)}", pct(gold_share), verdict])
+    header = ["model", "answers", "most frequent letter (share of all answers)", "its gold share", "collapsed"]
+    return [markdown_table(header, rows), ""]
 
 
 def response_section(inp: RunInputs, plots: figures.Plots, base: str | None, trained: str | None) -> list[str]:
@@ -46,6 +68,7 @@ def response_section(inp: RunInputs, plots: figures.Plots, base: str | None, tra
     fig = figures.letter_shares(keys, {"gold": gold, **chosen}, "Answer letters vs gold (evaluation)",
                                 "fraction of questions")  # fmt: skip
     out += ["### Answer letters vs gold", "", plots.save(fig, "eval_letters", "answer letters vs gold"), ""]
+    out += letter_table(gold, chosen)
 
     if base and trained:
         per_task = stats.answer_changes(by_model[base], by_model[trained])
