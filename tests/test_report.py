@@ -370,6 +370,19 @@ def test_letter_collapse_guard_is_shown(full_run):
     assert "collapsing onto one letter" in md.split("## Summary", 1)[0], "and the warning heads the report"
 
 
+def test_held_out_letter_table_counts_the_predictions(full_run):
+    """`wildsci report` writes, per model, the most frequent answer letter on the evaluation questions."""
+    from collections import Counter
+
+    md = (full_run / "report.md").read_text()
+    section = md.split("### Answer letters vs gold", 1)[1].split("\n#", 1)[0]
+    preds = [json.loads(x) for x in (full_run / "eval" / "predictions.jsonl").read_text().splitlines() if x.strip()]
+    for model in {p["model"] for p in preds}:
+        letters = Counter(p["pred"] or "none" for p in preds if p["model"] == model)
+        top, k = max(((c, n) for c, n in letters.items() if c != "none"), key=lambda x: (x[1], -ord(x[0])))
+        assert f"| {model} | {sum(letters.values())} | {top} {100 * k / sum(letters.values()):.1f}% |" in section
+
+
 def write_small_eval(ev: Path, right_before: int, right_after: int, n: int) -> None:
     """Base and trained on the same n questions: the first k answers right, the rest wrong."""
     ev.mkdir(parents=True)
