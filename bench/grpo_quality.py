@@ -309,8 +309,12 @@ def main() -> None:
     for k, v in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(k, v)
     import torch
+    import transformers
 
     torch.set_num_threads(args.threads)
+    # transformers imports its model classes lazily, and two evaluation threads importing them at once can fail
+    # (one setting's evaluation died that way with --jobs 2): import them here, once, before any thread starts
+    _ = transformers.AutoModelForCausalLM, transformers.AutoTokenizer, transformers.LlamaForCausalLM
     from wildsci.models import resolve_model
 
     work = Path(args.work)
@@ -352,18 +356,27 @@ def main() -> None:
 
     # --jobs > 1: the base evaluation and the trainings run side by side (each with --threads threads)
     done: dict[str, tuple[list[dict], float, list[str]]] = {}
+    failed: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         base_job = pool.submit(cached_eval, work / "base", resolve_model("embedded:smollm2-135m-instruct"), "base")
         jobs = {pool.submit(train_and_eval, name): name for name in names}
         base = base_job.result()
         for job in as_completed(jobs):
-            done[jobs[job]] = job.result()
+            try:
+                done[jobs[job]] = job.result()
+            except Exception as e:  # one failed setting must not hide the others: reported, the sweep goes on
+                failed[jobs[job]] = f"{type(e).__name__}: {e}"
+                print(f"grpo_quality: setting {jobs[job]} failed: {failed[jobs[job]]}", file=sys.stderr, flush=True)
+                continue
             done = {n: done[n] for n in names if n in done}  # table in setting order, whatever finished first
             body = report(args, run, heldout, n_train, base, done, names)
             print(body, flush=True)
             if not args.no_write:
                 files = {"base.jsonl": base, **{f"{k}.jsonl": v[0] for k, v in done.items()}}
                 run.write("grpo_quality", TITLE, body, files)
+    if failed:
+        sys.exit(f"grpo_quality: {len(failed)} setting(s) failed ({', '.join(failed)}); the table holds the others "
+                 "-- rerun the same command: finished settings are cached")  # fmt: skip
 
 
 def report(args, run, heldout: list[dict], n_train: int, base: list[dict], done: dict, names: list[str]) -> str:
