@@ -406,7 +406,9 @@ def report(args, run, heldout: list[dict], n_train: int, base: list[dict], done:
         + f"\n\nCollapsed = some letter takes more than {MAX_LETTER_SHARE:.0%} of held-out answers, or fewer than "
         f"{MIN_READABLE:.0%} are readable. p: exact McNemar test on per-question correctness, paired with the base "
         f"model on the same questions.\n\n{verdict(sb, trained, len(heldout)) if trained else ''}\n\n"
-        f"Training commands (in `{args.work}`; train minutes are wall time on a machine shared as below):\n\n"
+        f"Training commands (in `{args.work}`; train minutes are wall time measured when the policy was trained, "
+        "with the other settings' jobs beside it; a policy reused from the cache keeps its minutes, and the load "
+        "line below is this invocation's):\n\n"
         f"{cmds}\n\n"
         f"Load: {run.load_note(args.threads * args.jobs)}"
     )
