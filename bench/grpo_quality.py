@@ -47,9 +47,8 @@ BENCH = ROOT.parent / "shared" / "data" / "benchmarks"
 TRAIN_FILE = BENCH / "arc_challenge_train.jsonl"
 HELDOUT_FILE = BENCH / "arc_challenge_test.jsonl"
 LETTERS = "ABCD"
-#: a policy "does not collapse" when no letter takes more than this share of held-out answers ...
-MAX_LETTER_SHARE = COLLAPSE_SHARE
-#: ... while at least this share of its answers stays readable (issue 16)
+#: a policy "does not collapse" when no letter takes more than COLLAPSE_SHARE of held-out answers, while at least
+#: this share of its answers stays readable (issue 16)
 MIN_READABLE = 0.90
 
 TITLE = "GRPO quality on CPU: settings side by side (SmolLM2-135M, ARC-Challenge)"
@@ -195,7 +194,7 @@ def summarize(recs: list[dict], base: list[dict] | None) -> dict:
     s = {"top_gold": sum(r["gold"] == top for r in main),
         "n": n, "readable": readable, "correct": correct, "ci": (lo, hi), "top": top, "top_n": top_n,
         "letters": {c: letters.get(c, 0) for c in LETTERS},
-        "collapsed": top_n > MAX_LETTER_SHARE * n or readable < MIN_READABLE * n,
+        "collapsed": top_n > COLLAPSE_SHARE * n or readable < MIN_READABLE * n,
     }  # fmt: skip
     if base is not None:
         b = {r["id"]: r["correct"] for r in base if r["rotation"] == 0}
@@ -235,13 +234,14 @@ def code_key(commit: str) -> str:
     tree = subprocess.run(["git", "rev-parse", "HEAD:src"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     here = "".join(inspect.getsource(f) for f in (load_mc, rotate, wildsci_rows, make_data, evaluate))
     dirty = ""
-    if commit.endswith("-dirty") or commit == "unknown":
+    if commit == "unknown":  # no git: nothing says what the code was, so nothing is reused
+        dirty = f"{commit}@{time.time()}"
+    elif commit.endswith("-dirty"):
         git = ["git", "-C", str(ROOT)]
         diff = subprocess.run([*git, "diff", "HEAD", "--", "src"], capture_output=True, text=True).stdout
         new = subprocess.run([*git, "ls-files", "--others", "--exclude-standard", "src"], capture_output=True,
                              text=True).stdout.split()  # fmt: skip
-        dirty = diff + "".join(f + (ROOT / f).read_text(errors="replace") for f in new) if commit != "unknown" else ""
-        dirty = dirty or f"{commit}@{time.time()}"
+        dirty = diff + "".join(f + (ROOT / f).read_text(errors="replace") for f in new) or f"{commit}@{time.time()}"
     versions = json.dumps(package_versions(), sort_keys=True)  # a reinstalled torch/transformers/trl: rerun
     return hashlib.sha256(f"{tree}\0{here}\0{dirty}\0{versions}".encode()).hexdigest()[:16]
 
@@ -272,13 +272,13 @@ def verdict(base: dict, trained: dict[str, dict], n_heldout: int) -> str:
     if ok:
         best = max(ok, key=lambda k: (trained[k]["correct"], -trained[k]["top_n"]))
         lines.append(
-            f"Not collapsed (every letter <= {MAX_LETTER_SHARE:.0%} of answers, >= {MIN_READABLE:.0%} readable): "
+            f"Not collapsed (every letter <= {COLLAPSE_SHARE:.0%} of answers, >= {MIN_READABLE:.0%} readable): "
             + ", ".join(f"`{k}`" for k in ok)
             + f"; the most accurate of them is `{best}`."
         )
     else:
         lines.append(
-            f"Every trained setting collapsed (a letter above {MAX_LETTER_SHARE:.0%} of answers or fewer than "
+            f"Every trained setting collapsed (a letter above {COLLAPSE_SHARE:.0%} of answers or fewer than "
             f"{MIN_READABLE:.0%} readable)."
         )
     return " ".join(lines)
@@ -403,7 +403,7 @@ def report(args, run, heldout: list[dict], n_train: int, base: list[dict], done:
         f"`{args.recipe}` with the overrides below. Greedy answers, at most {args.max_new_tokens} new tokens, the "
         f"shared prompt format and parser; torch threads {args.threads} per job, {args.jobs} job(s) side by side.\n\n"
         + markdown_table(headers, rows)
-        + f"\n\nCollapsed = some letter takes more than {MAX_LETTER_SHARE:.0%} of held-out answers, or fewer than "
+        + f"\n\nCollapsed = some letter takes more than {COLLAPSE_SHARE:.0%} of held-out answers, or fewer than "
         f"{MIN_READABLE:.0%} are readable. p: exact McNemar test on per-question correctness, paired with the base "
         f"model on the same questions.\n\n{verdict(sb, trained, len(heldout)) if trained else ''}\n\n"
         f"Training commands (in `{args.work}`; train minutes are wall time measured when the policy was trained, "
