@@ -141,9 +141,10 @@ class WildSciGRPOArguments:
             raise UserError(
                 f"letter_share_threshold {self.letter_share_threshold} -- give a share strictly between 0 and 1"
             )
-        for name in ("zero_std_patience", "letter_share_window", "letter_balance_window"):
+        for name, unit in (("zero_std_patience", "logged steps"), ("letter_share_window", "logged steps"),
+                           ("letter_balance_window", "reward calls")):  # fmt: skip
             if getattr(self, name) < 1:
-                raise UserError(f"{name} {getattr(self, name)} -- give a number of logged steps, at least 1")
+                raise UserError(f"{name} {getattr(self, name)} -- give a number of {unit}, at least 1")
         if not 1 <= self.option_rotations <= NUM_OPTIONS:
             raise UserError(
                 f"option_rotations {self.option_rotations} -- give 1 (questions as written) to {NUM_OPTIONS} "
