@@ -22,8 +22,16 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 # litellm (lighteval[litellm]) fetches its model-cost map from GitHub at import: 3 retries, ~8 s per process offline
 export LITELLM_LOCAL_MODEL_COST_MAP := True
+# glibc malloc keeps freed memory in the process instead of handing it back to the kernel. On VMs that reclaim freed
+# guest pages (Firecracker with free-page reporting, like the 2-core machines this kit is built on) the defaults
+# make every KV-cache reallocation fault its pages in again. Effect and cost: bench/RESULTS.md `malloc_tunables`.
+# MALLOC_MMAP_THRESHOLD_: 32 MiB, the most glibc accepts.
+export MALLOC_MMAP_THRESHOLD_ ?= 33554432
+export MALLOC_TRIM_THRESHOLD_ ?= 17179869184
+export MALLOC_TOP_PAD_ ?= 1073741824
 
-.PHONY: help install vllm-env demo demo-plan test test-fast lint bench bench-gpu bench-quality browser clean lock lock-gpu
+.PHONY: help install vllm-env demo demo-plan test test-fast lint bench bench-malloc bench-gpu bench-quality browser clean \
+  lock lock-gpu
 
 help:
 	@echo "make demo   - the whole WildSci chain offline on CPU with the embedded SmolLM2 (report in runs/demo)"
@@ -96,6 +104,10 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/synthesis_throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/local_generation.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/grpo_throughput.py --cpu-smoke
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/malloc_tunables.py
+
+bench-malloc: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/malloc_tunables.py
 
 bench-gpu: $(STAMP)
 	$(BIN)/python bench/grpo_throughput.py

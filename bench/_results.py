@@ -36,6 +36,9 @@ ENV_THAT_MATTERS = (
     "HF_HUB_OFFLINE",
     "HF_DATASETS_OFFLINE",
     "TOKENIZERS_PARALLELISM",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
 )
 #: captured at import, before a script sets its own defaults, so the command shows what the caller set
 START_ENV = {k: os.environ[k] for k in ENV_THAT_MATTERS if k in os.environ}
