@@ -56,6 +56,8 @@ TITLE = "GRPO quality on CPU: settings side by side (SmolLM2-135M, ARC-Challenge
 SETTINGS: dict[str, tuple[str, list[str], bool]] = {
     "recipe": ("demo_cpu.yaml as committed", [], False),
     "kl": ("KL term to the base model, beta 0.04", ["--beta", "0.04"], False),
+    "kl0.3": ("KL term to the base model, beta 0.3", ["--beta", "0.3"], False),
+    "kl1": ("KL term to the base model, beta 1.0", ["--beta", "1.0"], False),
     "balanced": ("training questions' gold letters rotated to exactly 25 % each", [], True),
     "g8": ("8 rollouts per question (1 question x 8 per step)", ["--num_generations", "8",
                                                                  "--per_device_train_batch_size", "8"], False),
