@@ -39,7 +39,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from _results import markdown_table, mcnemar_p, package_versions, read_jsonl, start_run, wilson, write_jsonl  # noqa: E402
+from _results import (  # noqa: E402
+    markdown_table,
+    mcnemar_p,
+    package_versions,
+    read_jsonl,
+    section_name,
+    start_run,
+    wilson,
+    write_jsonl,
+)
 
 from wildsci.answers import COLLAPSE_SHARE  # noqa: E402
 
@@ -291,6 +300,9 @@ def main() -> None:
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from: {', '.join(SETTINGS)}")
     ap.add_argument("--recipe", default="recipes/grpo/demo_cpu.yaml")
     ap.add_argument("--work", default="runs/bench/grpo_quality", help="scratch folder (data, policies, cache)")
+    ap.add_argument("--section", default="grpo_quality",
+                    help="RESULTS.md section and bench/results/ folder to (re)write: a sweep of other settings gets "
+                         "its own, so it does not replace the main table")  # fmt: skip
     ap.add_argument("--n-heldout", type=int, default=300)
     ap.add_argument("--permutations", type=int, default=0, help="also evaluate K cyclic rotations of the options")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="= training's max_completion_length")
@@ -301,6 +313,7 @@ def main() -> None:
     ap.add_argument("--allow-dirty", action="store_true", help="write from uncommitted code (stamped -dirty)")
     ap.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
     args = ap.parse_args()
+    section_name(args.section)
     names = [s for s in args.settings.split(",") if s]
     if bad := [s for s in names if s not in SETTINGS]:
         ap.error(f"unknown setting(s) {', '.join(bad)}; known: {', '.join(SETTINGS)}")
@@ -375,7 +388,8 @@ def main() -> None:
             print(body, flush=True)
             if not args.no_write:
                 files = {"base.jsonl": base, **{f"{k}.jsonl": v[0] for k, v in done.items()}}
-                run.write("grpo_quality", TITLE, body, files)
+                run.write(args.section, TITLE if args.section == "grpo_quality" else f"{TITLE}: {args.section}",
+                          body, files)  # fmt: skip
     if failed:
         sys.exit(f"grpo_quality: {len(failed)} setting(s) failed ({', '.join(failed)}); the table holds the others "
                  "-- rerun the same command: finished settings are cached")  # fmt: skip

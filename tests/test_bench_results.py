@@ -12,10 +12,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from scipy.stats import binomtest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
+#: every sweep of bench/grpo_quality.py (its --section), each with its folder of per-question files
+QUALITY_SECTIONS = sorted(p.name for p in (ROOT / "bench" / "results").glob("grpo_quality*") if p.is_dir())
 
 
 def section(name: str) -> str:
@@ -46,10 +49,15 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return max(0.0, c - h), min(1.0, c + h)
 
 
-def test_grpo_quality_numbers_recompute_from_per_question_files():
-    text = section("grpo_quality")
+def test_the_main_quality_sweep_is_there():
+    assert "grpo_quality" in QUALITY_SECTIONS
+
+
+@pytest.mark.parametrize("name", QUALITY_SECTIONS)
+def test_grpo_quality_numbers_recompute_from_per_question_files(name):
+    text = section(name)
     rows = table_rows(text)
-    folder = ROOT / "bench" / "results" / "grpo_quality"
+    folder = ROOT / "bench" / "results" / name
     files = sorted(folder.glob("*.jsonl"))
     assert {f.stem for f in files} == set(rows), "every table row has its per-question file and vice versa"
     base = {r["id"]: r["correct"] for r in load(folder / "base.jsonl") if r["rotation"] == 0}
@@ -160,9 +168,10 @@ def test_load_note_says_shared_only_when_measured(monkeypatch):
     assert "Other jobs were running" in busy.load_note(own_threads=1)
 
 
-def test_letter_baseline_section_recomputes_from_per_question_files():
-    rows = table_rows(section("grpo_quality_letters"))
-    folder = ROOT / "bench" / "results" / "grpo_quality"
+@pytest.mark.parametrize("name", QUALITY_SECTIONS)
+def test_letter_baseline_section_recomputes_from_per_question_files(name):
+    rows = table_rows(section(f"{name}_letters"))
+    folder = ROOT / "bench" / "results" / name
     assert {f.stem for f in folder.glob("*.jsonl")} == set(rows)
     for f in folder.glob("*.jsonl"):
         recs = [r for r in load(f) if r["rotation"] == 0]
