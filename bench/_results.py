@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -218,4 +219,21 @@ def start_run(allow_dirty: bool = False, write: bool = True) -> Run:
             )
         if not code.is_relative_to(ROOT / "src"):
             sys.exit(f"bench: wildsci is imported from {code}, not from {ROOT / 'src'}; set PYTHONPATH={ROOT}/src")
-    return Run(command=command_line(), commit=commit, load_before=_load1())
+    return Run(command=command_line(), commit=commit, load_before=settled_load())
+
+
+def settled_load(wait_s: float = 180.0, poll_s: float = 5.0) -> float:
+    """The 1-minute load average before a run, after giving a finished job's load time to decay.
+
+    Why: the load average lags by about a minute, so a benchmark started right after another one (``make bench``)
+    would read the previous one's load and call the machine shared. Waiting up to ``wait_s`` for it to fall below
+    ``SHARED_LOAD`` costs nothing on an idle machine; on a busy one the load stays and is reported as such.
+    """
+    load = _load1()
+    deadline = time.monotonic() + wait_s
+    if load >= SHARED_LOAD:
+        print(f"bench: 1-minute load average {load:.2f}; waiting up to {wait_s:.0f} s for it to settle", flush=True)
+    while load >= SHARED_LOAD and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        load = _load1()
+    return load

@@ -182,3 +182,16 @@ def test_letter_baseline_section_recomputes_from_per_question_files(name):
         cells = rows[f.stem]
         assert cells[1] == f"{top} {top_n}/{len(recs)}" and cells[3].startswith(f"{always}/{len(recs)} "), cells
         assert cells[4] == f"{correct - always:+d}", cells
+
+
+def test_load_before_waits_for_a_finished_jobs_load_to_decay(monkeypatch):
+    """A benchmark started right after another must not read the previous one's lingering load as a shared machine;
+    a load that stays is still reported."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import _results
+
+    decaying = iter([1.9, 1.2, 0.7, 0.3, 0.3])
+    monkeypatch.setattr(_results, "_load1", lambda: next(decaying))
+    assert _results.settled_load(wait_s=10, poll_s=0) == 0.3
+    monkeypatch.setattr(_results, "_load1", lambda: 2.0)
+    assert _results.settled_load(wait_s=0.05, poll_s=0.01) == 2.0
