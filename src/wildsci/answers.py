@@ -24,6 +24,7 @@ A letter beyond the question's option count (``E`` on a 4-option question) is ``
 from __future__ import annotations
 
 import re
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -197,3 +198,28 @@ def letter_share(letters: Mapping[str, float], gold_letters: Mapping[str, float]
     share = letters[top] / n
     gold_share = gold_letters.get(top, 0) / n_gold if n_gold else 0.0
     return {"top_letter": top, "top_letter_share": share, "top_letter_excess": share - gold_share}
+
+
+class LetterWindow:
+    """Answer-letter and gold-letter counts pooled over the last ``size`` batches.
+
+    Why one helper: the one-letter guard (a batch = a logged step) and the ``letter_balance`` reward (a batch = a
+    reward call) judge the same thing, a letter's share of the answers against its share of the gold letters, over
+    a sliding window.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._batches: deque[tuple[Counter, Counter]] = deque(maxlen=size)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def add(self, letters: Mapping[str, int], gold_letters: Mapping[str, int]) -> tuple[Counter, Counter]:
+        """Add one batch's counts; return the window's pooled (answer letters, gold letters)."""
+        self._batches.append((Counter(letters), Counter(gold_letters)))
+        answered: Counter = Counter()
+        gold: Counter = Counter()
+        for a, g in self._batches:
+            answered.update(a)
+            gold.update(g)
+        return answered, gold

@@ -26,14 +26,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from wildsci.answers import COLLAPSE_SHARE, LETTERS, letter_share
+from wildsci.answers import COLLAPSE_SHARE, LETTERS, LetterWindow, letter_share
 
 log = logging.getLogger("wildsci.metrics")
 
@@ -224,19 +224,14 @@ class Guards:
         self.zero_std_patience = zero_std_patience
         self.max_completion_length = max_completion_length
         self.letter_share_threshold = letter_share_threshold
-        self.letter_window: deque[tuple[dict[str, int], dict[str, int]]] = deque(maxlen=letter_share_window)
+        self.letter_window = LetterWindow(letter_share_window)
         self.streak = 0
 
     def one_letter(self, step: int, record: dict[str, Any]) -> str | None:
         """A letter above the threshold share of the window's readable answers and beyond its gold share, or None."""
         if "letters" not in record:
             return None  # a step without rewards (reused generation batch) neither adds to nor clears the window
-        self.letter_window.append((record["letters"], record.get("gold_letters", {})))
-        letters: Counter = Counter()
-        gold: Counter = Counter()
-        for step_letters, step_gold in self.letter_window:
-            letters.update(step_letters)
-            gold.update(step_gold)
+        letters, gold = self.letter_window.add(record["letters"], record.get("gold_letters", {}))
         n = sum(letters.values())
         pooled = letter_share(dict(letters), dict(gold))
         if n < self.MIN_LETTER_ANSWERS or pooled["top_letter_share"] <= self.letter_share_threshold:

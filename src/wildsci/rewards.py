@@ -32,11 +32,11 @@ as-is (its values count in TRL's reward, but the per-discipline reward is then o
 from __future__ import annotations
 
 import importlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from wildsci.answers import Extraction, extract_answer
+from wildsci.answers import Extraction, LetterWindow, extract_answer
 from wildsci.errors import UserError
 from wildsci.schema import NUM_OPTIONS, options_list
 
@@ -145,11 +145,10 @@ def make_letter_balance_reward(collector=None, letter_balance_window: int = 8, *
     """Minus the excess of each answer's letter over its gold share, over the last ``letter_balance_window`` calls."""
     if letter_balance_window < 1:
         raise UserError(f"letter_balance_window must be at least 1 reward call, got {letter_balance_window}")
-    window: deque[tuple[Counter, Counter]] = deque(maxlen=letter_balance_window)
+    window = LetterWindow(letter_balance_window)
 
     def score(extractions: list[Extraction], golds: list[str | None], _step: int) -> list[float]:
-        window.append((Counter(e.letter for e in extractions if e.ok), Counter(g for g in golds if g)))
-        answered, gold = sum((a for a, _ in window), Counter()), sum((g for _, g in window), Counter())
+        answered, gold = window.add(Counter(e.letter for e in extractions if e.ok), Counter(g for g in golds if g))
         n, n_gold = sum(answered.values()), sum(gold.values())
         if not n or not n_gold:
             return [0.0] * len(extractions)
