@@ -41,9 +41,10 @@ SMALL = {
     # 8 of the 26 built-in passages, one question each (one generation batch); enough questions for the pool
     # distractors to bring each to 10 options; labelled from the passages' own field labels (no LLM call)
     "build": ["--max_papers", "8", "--generate.questions_per_chunk", "1", "--label.use_llm", "false"],
-    # 2 steps of 1 question x 4 rollouts of 32 tokens; no checkpoints, so eval compares base vs the final save
+    # 2 steps of the recipe's own shape (1 question x 4 rotations x 4 rollouts, KL) with 32 tokens; no checkpoints,
+    # so eval compares base vs the final save
     "grpo": [
-        "--max_steps", "2", "--num_generations", "4", "--per_device_train_batch_size", "4",
+        "--max_steps", "2",
         "--max_completion_length", "32", "--save_strategy", "no",
     ],
     # the WildSci task only (no benchmark files needed), on the train split: an 8-passage build may hold out nothing
