@@ -62,6 +62,11 @@ MIN_READABLE = 0.90
 
 TITLE = "GRPO quality on CPU: settings side by side (SmolLM2-135M, ARC-Challenge)"
 #: setting -> (what it tests, overrides of demo_cpu.yaml, train on letter-balanced questions). Order = run order.
+#: the starting point every setting but `recipe` changes one thing of: one question x 4 rollouts per step, no
+#: rotations, no KL (the demo recipe until it took rotations + KL). Spelled out, so that a setting keeps its meaning
+#: whatever demo_cpu.yaml holds now.
+ONE_AT_A_TIME = ["--option_rotations", "1", "--shuffle_dataset", "true", "--per_device_train_batch_size", "4",
+                 "--beta", "0.0"]  # fmt: skip
 SETTINGS: dict[str, tuple[str, list[str], bool]] = {
     "recipe": ("demo_cpu.yaml as committed", [], False),
     "kl": ("KL term to the base model, beta 0.04", ["--beta", "0.04"], False),
@@ -292,6 +297,13 @@ def verdict(base: dict, trained: dict[str, dict], n_heldout: int) -> str:
             f"Every trained setting collapsed (a letter above {COLLAPSE_SHARE:.0%} of answers or fewer than "
             f"{MIN_READABLE:.0%} readable)."
         )
+    spread = [k for k, s in trained.items() if s["collapsed"] and s["top_n"] <= COLLAPSE_SHARE * n]
+    if spread:
+        lines.append(
+            f"No letter above {COLLAPSE_SHARE:.0%}, but under {MIN_READABLE:.0%} readable: "
+            + ", ".join(f"`{k}` ({trained[k]['readable']}/{n})" for k in spread)
+            + "."
+        )
     return " ".join(lines)
 
 
@@ -358,7 +370,8 @@ def main() -> None:
         out = work / name
         cmd = [*launch, "--num_processes", "1", "--num_cpu_threads_per_process", str(args.threads),
                "-m", "wildsci.grpo", "--config", args.recipe, "--dataset_name", str(folders[balanced]),
-               "--output_dir", str(out / "grpo"), "--save_strategy", "no", *overrides]  # fmt: skip
+               "--output_dir", str(out / "grpo"), "--save_strategy", "no",
+               *([] if name == "recipe" else ONE_AT_A_TIME), *overrides]  # fmt: skip
         key = json.dumps([cmd[1:], code_key(run.commit), (ROOT / args.recipe).read_text()])
         stamp = out / "train_done.json"
         if not (stamp.is_file() and json.loads(stamp.read_text())["key"] == key):
@@ -416,7 +429,9 @@ def report(args, run, heldout: list[dict], n_train: int, base: list[dict], done:
         + f"Held out: {len(heldout)} ARC-Challenge test questions (4 options, chance 25 %; gold letters "
         + " ".join(f"{c}:{gold[c]}" for c in LETTERS)
         + f"), none in the training file. Training: {n_train} ARC-Challenge train questions (4 options), recipe "
-        f"`{args.recipe}` with the overrides below. Greedy answers, at most {args.max_new_tokens} new tokens, the "
+        f"`{args.recipe}` with the overrides below (every setting but `recipe` first sets one question x 4 "
+        f"rollouts per step, no rotations, no KL: `{' '.join(ONE_AT_A_TIME)}`). Greedy answers, at most "
+        f"{args.max_new_tokens} new tokens, the "
         f"shared prompt format and parser; torch threads {args.threads} per job, {args.jobs} job(s) side by side.\n\n"
         + markdown_table(headers, rows)
         + f"\n\nCollapsed = some letter takes more than {COLLAPSE_SHARE:.0%} of held-out answers, or fewer than "

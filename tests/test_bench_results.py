@@ -195,3 +195,16 @@ def test_load_before_waits_for_a_finished_jobs_load_to_decay(monkeypatch):
     assert _results.settled_load(wait_s=10, poll_s=0) == 0.3
     monkeypatch.setattr(_results, "_load1", lambda: 2.0)
     assert _results.settled_load(wait_s=0.05, poll_s=0.01) == 2.0
+
+
+def test_verdict_names_a_setting_that_failed_only_on_readability():
+    """A spread policy just under the readable bar is still collapsed by the table's rule; the words say why."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import grpo_quality
+
+    base = {"n": 300, "readable": 223, "correct": 53}
+    spread = {"readable": 269, "correct": 66, "p": 0.18, "collapsed": True, "top_gold": 68, "top_n": 76}
+    one_letter = {"readable": 300, "correct": 65, "p": 0.2, "collapsed": True, "top_gold": 65, "top_n": 300}
+    text = grpo_quality.verdict(base, {"spread": spread, "one": one_letter}, 300)
+    assert "Every trained setting collapsed" in text
+    assert "No letter above 40%, but under 90% readable: `spread` (269/300)." in text and "`one` (" not in text
