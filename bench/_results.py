@@ -219,7 +219,8 @@ def start_run(allow_dirty: bool = False, write: bool = True) -> Run:
             )
         if not code.is_relative_to(ROOT / "src"):
             sys.exit(f"bench: wildsci is imported from {code}, not from {ROOT / 'src'}; set PYTHONPATH={ROOT}/src")
-    return Run(command=command_line(), commit=commit, load_before=settled_load())
+    # a run that writes nothing reports no load: it need not wait for the last job's load to decay
+    return Run(command=command_line(), commit=commit, load_before=settled_load() if write else _load1())
 
 
 def settled_load(wait_s: float = 180.0, poll_s: float = 5.0) -> float:
