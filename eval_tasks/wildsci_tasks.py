@@ -43,8 +43,8 @@ from lighteval.tasks.lighteval_task import LightevalTaskConfig
 from lighteval.tasks.requests import Doc, SamplingMethod
 
 from wildsci.answers import LETTERS, extract_answer
-from wildsci.eval_adapters import BadRow, disciplines, normalize
-from wildsci.eval_sources import (
+from wildsci.eval.adapters import BadRow, disciplines, normalize
+from wildsci.eval.sources import (
     SOURCES,
     TASKS,
     TaskSpec,

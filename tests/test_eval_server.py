@@ -17,8 +17,8 @@ from eval_helpers import latest_outputs, make_slices
 from vllm_fixtures import SERVER_ARGS, vllm_python
 
 from wildsci.cli import main
-from wildsci.eval_config import EvalRecipe, ModelEntry
-from wildsci.eval_launch import _command, default_server_command, model_parameters
+from wildsci.eval.config import EvalRecipe, ModelEntry
+from wildsci.eval.launch import _command, default_server_command, model_parameters
 from wildsci.recipes import RecipeError, load_recipe
 from wildsci.serving import CPU_COMMAND, CPU_ENV, free_port, get_json
 

@@ -35,8 +35,8 @@ from wildsci_fixtures import make_wildsci_dataset
 
 from wildsci.answers import LETTERS
 from wildsci.errors import UserError
-from wildsci.eval_adapters import adapt_arc, adapt_gpqa, adapt_scieval
-from wildsci.eval_sources import (
+from wildsci.eval.adapters import adapt_arc, adapt_gpqa, adapt_scieval
+from wildsci.eval.sources import (
     SOURCES,
     TASKS,
     EvalDataConfig,

@@ -33,10 +33,10 @@ from eval_helpers import (
 from wildsci_fixtures import assert_png_nontrivial, make_wildsci_dataset
 
 from wildsci.cli import main
-from wildsci.eval_adapters import disciplines
-from wildsci.eval_config import EvalRecipe, expand_models
-from wildsci.eval_sources import permutation
-from wildsci.evaluate import permutation_summary
+from wildsci.eval.adapters import disciplines
+from wildsci.eval.config import EvalRecipe, expand_models
+from wildsci.eval.sources import permutation
+from wildsci.eval.run import permutation_summary
 from wildsci.recipes import RecipeError, load_recipe
 
 PRED_KEYS = {"model", "task", "question_id", "discipline", "gold", "pred", "correct", "completion_tokens"}
@@ -307,8 +307,8 @@ def test_backend_model_files_and_commands(tmp_path):
     """The multi-process transformers path builds what lighteval accepts (the server path: test_eval_server.py)."""
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
 
-    from wildsci.eval_config import ModelEntry
-    from wildsci.eval_launch import _command, model_parameters
+    from wildsci.eval.config import ModelEntry
+    from wildsci.eval.launch import _command, model_parameters
 
     model = ModelEntry("base", "x", str(tmp_path), 0)
     cpu = load_recipe(

@@ -25,7 +25,7 @@ def _grpo_recipe_classes() -> tuple[type, ...]:
 
 
 def _eval_recipe_classes() -> tuple[type, ...]:
-    from wildsci.eval_config import EvalRecipe
+    from wildsci.eval.config import EvalRecipe
 
     return (EvalRecipe,)
 
@@ -99,7 +99,7 @@ def _cmd_recipes_check(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
-    from wildsci.evaluate import run_eval
+    from wildsci.eval.run import run_eval
     from wildsci.recipes import expect_kind, parse_overrides
     from wildsci.report import write_eval_outputs
 

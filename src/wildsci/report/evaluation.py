@@ -1,6 +1,6 @@
 """``results.md`` and ``accuracy_vs_step.png`` of one ``wildsci eval`` output folder, from its ``results.json``.
 
-Why here and not in ``wildsci.evaluate``: data flows one way (evaluate -> report), and the same numbers appear
+Why here and not in ``wildsci.eval.run``: data flows one way (evaluate -> report), and the same numbers appear
 in ``report.md``; one package owns how accuracies are written (with their 95 % interval, and a dagger below
 n = 30) and drawn. ``wildsci eval`` calls :func:`write_eval_outputs` after the evaluation; running it again on a
 copied folder rebuilds both files from ``results.json`` alone.
@@ -30,7 +30,7 @@ def _score(res: dict[str, Any], model: str, task: str) -> dict[str, Any]:
 def results_markdown(res: dict[str, Any]) -> str:
     """The tables of ``results.md``: accuracy (95 % interval) and extraction rate per model and task, accuracy
     per discipline for tasks with two or more disciplines, option-order robustness, and skipped tasks."""
-    from wildsci.eval_adapters import disciplines
+    from wildsci.eval.adapters import disciplines
 
     models, tasks = res["models"], res["tasks"]
     lines = [

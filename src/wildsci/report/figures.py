@@ -1,6 +1,6 @@
 """Every figure of ``wildsci report`` and ``wildsci eval``: drawing only, from numbers already computed.
 
-Why one module: the evaluation plots were drawn twice (``evaluate.py`` with pyplot's global state, the report
+Why one module: the evaluation plots were drawn twice (``eval/run.py`` with pyplot's global state, the report
 with the object API). Here every function builds a ``matplotlib.figure.Figure`` (rendered by Agg, no display, no
 global backend, safe in threads and tests) from plain lists that :mod:`wildsci.report.stats` computed, and
 :class:`Plots` saves it. Functions that draw a panel take an ``Axes``; functions that make a whole figure return

@@ -1,10 +1,10 @@
 """Evaluation data: where each benchmark comes from, how its rows become one question shape, and option permutations.
 
 Every benchmark the kit evaluates on (the WildSci held-out split, GPQA-Diamond, SuperGPQA, MMLU-Pro, SciEval,
-ARC-Challenge) is turned into the same normalized question by its adapter in :mod:`wildsci.eval_adapters`.
+ARC-Challenge) is turned into the same normalized question by its adapter in :mod:`wildsci.eval.adapters`.
 
 This module does not import lighteval: the lighteval glue lives in ``eval_tasks/wildsci_tasks.py`` and the
-evaluation matrix in :mod:`wildsci.evaluate`; both read sources through :func:`load_config`.
+evaluation matrix in :mod:`wildsci.eval.run`; both read sources through :func:`load_config`.
 
 Where the data comes from (highest priority first):
 
@@ -19,7 +19,7 @@ whenever the content does -- which keeps lighteval's own response cache honest.
 
 Length (~410 lines): the source table, reading (local files, GPQA's encrypted zip, the Hub), normalization with
 its cache, and permutations all work on the same source records; the per-benchmark row adapters are already apart
-(:mod:`wildsci.eval_adapters`).
+(:mod:`wildsci.eval.adapters`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from wildsci.answers import LETTERS
 from wildsci.errors import UserError, first_line
-from wildsci.eval_adapters import (
+from wildsci.eval.adapters import (
     FORMAT_VERSION,
     OTHER,
     BadRow,

@@ -45,10 +45,10 @@ from typing import Any
 
 from wildsci.answers import LETTERS
 from wildsci.errors import UserError
-from wildsci.eval_adapters import disciplines
-from wildsci.eval_config import EvalRecipe, ModelEntry, expand_models
-from wildsci.eval_launch import check_device, launch_settings, model_endpoint, run_lighteval
-from wildsci.eval_sources import (
+from wildsci.eval.adapters import disciplines
+from wildsci.eval.config import EvalRecipe, ModelEntry, expand_models
+from wildsci.eval.launch import check_device, launch_settings, model_endpoint, run_lighteval
+from wildsci.eval.sources import (
     SOURCES,
     TASKS,
     EvalDataConfig,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from wildsci.errors import UserError
-from wildsci.eval_sources import (
+from wildsci.eval.sources import (
     SOURCES,
     TASKS,
 )

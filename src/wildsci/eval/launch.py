@@ -1,7 +1,7 @@
 """One lighteval run: the model's parameters, the command (transformers under accelerate, or LiteLLM against a
 vLLM OpenAI server that :mod:`wildsci.serving` starts or attaches to), its environment and the child process.
 
-Why the CLI in a child process rather than lighteval's Python API: see :mod:`wildsci.evaluate`.
+Why the CLI in a child process rather than lighteval's Python API: see :mod:`wildsci.eval.run`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from wildsci.errors import UserError
-from wildsci.eval_config import EvalRecipe, ModelEntry
+from wildsci.eval.config import EvalRecipe, ModelEntry
 from wildsci.redact import redact_text
 from wildsci.serving import Endpoint, render_command, serve_or_attach, vllm_serve_command
 
