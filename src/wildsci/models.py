@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
-from wildsci.errors import UserError
+from wildsci.errors import UserError, first_line
 
 EMBEDDED = {
     "smollm2-135m-instruct": {
@@ -136,6 +137,20 @@ def resolve_model(ref: str) -> str:
         return str(p.resolve())
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise ModelError(f"{ref}: no such model folder -- check the path")
+    if ":" in ref.split("/", 1)[0]:
+        scheme = ref.split(":", 1)[0]
+        raise ModelError(
+            f"{ref!r}: unknown model scheme {scheme + ':'!r} -- use a Hub id (org/name), a local folder, "
+            f"embedded:{next(iter(EMBEDDED))} or tiny:{TINY[0]}"
+        )
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        raise ModelError(
+            f"{ref!r} is neither a local folder nor a Hub id (org/name: letters, digits, - _ .) -- check the spelling"
+        ) from None
     return ref  # a Hub id: from_pretrained downloads it (or reads the offline cache with HF_HUB_OFFLINE=1)
 
 
@@ -150,3 +165,118 @@ def describe(ref: str) -> str:
     if ref.startswith("tiny:"):
         return f"{ref} (random tiny model for tests)"
     return ref
+
+
+#: every device name the kit accepts (``auto`` = CUDA when present, else the CPU)
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+#: weight files ``from_pretrained`` reads, one of which a model folder (or a cached Hub snapshot) must hold
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def check_device_name(device: str, where: str = "device") -> None:
+    """The spelling alone (no torch import): for ``__post_init__`` checks, so a typo fails when the recipe loads."""
+    if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
+        raise ModelError(f"{where} {device!r} is not a device name -- use auto, cpu, cuda, cuda:N or mps")
+
+
+def check_device(device: str, where: str = "device") -> None:
+    """Refuse a device this machine does not have (``cuda:7`` on a CPU machine), before anything loads.
+
+    Why refuse rather than fall back to the CPU: a run that silently moved would answer "on what did this run"
+    wrongly, and a recipe that asks for a GPU it cannot get is a mistake the user wants to hear about.
+    """
+    check_device_name(device, where)
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ModelError(f"{where} 'mps' is not available on this machine -- use cpu or auto")
+        return
+    count = torch.cuda.device_count()
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        have = f"{count} CUDA device(s): cuda:0..cuda:{count - 1}" if count else "no CUDA device"
+        raise ModelError(f"{where} {device!r} is not on this machine ({have}) -- use cpu or auto")
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _has_weights(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in WEIGHT_FILES) or any(folder.glob("*.safetensors"))
+
+
+def _cached_weights(repo_id: str, revision: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, f, revision=revision), str) for f in WEIGHT_FILES)
+
+
+def check_model(
+    ref: str | None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    chat_template: bool = False,
+    where: str = "model",
+) -> str:
+    """Everything about a causal LM that can fail before its weights load; returns what ``from_pretrained`` takes.
+
+    One check for every stage that loads a model (``wildsci build``'s local generator, GRPO, eval, the Space), so a
+    Hub model that is not cached while offline, a folder with a junk or non-causal-LM ``config.json``, missing
+    weights or tokenizer, a tokenizer without the chat template a chat stage needs, or a device that is not there
+    each read as one line naming the model and the fix -- instead of a traceback minutes into a run. It reads the
+    config and the tokenizer (seconds), never the weights.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if device is not None:
+        check_device(device, f"{where}: device")
+    if not ref:
+        raise ModelError(f"{where} is not set -- give a Hub id, a local folder or {DEFAULT_MODEL}")
+    path = resolve_model(ref)
+    local = Path(path).is_dir()
+    offline = _hub_offline()
+    if local:
+        fix = f"point {where} at a folder written by save_pretrained"
+    elif offline:
+        fix = (
+            f"the Hub is offline (HF_HUB_OFFLINE=1), so {ref} must be in the local cache: download it first "
+            f"(`hf download {ref}`) or unset HF_HUB_OFFLINE"
+        )
+    else:
+        fix = "check the id and the network; for a gated model run `hf auth login`"
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except Exception as e:  # junk config.json, unknown model_type, not cached offline, gated: one line each
+        raise ModelError(f"{where} {ref!r} cannot be loaded: {first_line(e)} -- {fix}") from None
+    remote_lm = trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not remote_lm:
+        raise ModelError(
+            f"{where} {ref!r} is a {config.model_type or 'model without a model_type'}, not a causal language "
+            "model -- use a chat/instruct LM (e.g. Qwen/Qwen2.5-1.5B-Instruct)"
+        )
+    if local and not _has_weights(Path(path)):
+        raise ModelError(
+            f"{where} {ref!r}: {path} has a config but no weights ({' / '.join(WEIGHT_FILES[::2])}) -- {fix}"
+        )
+    if not local and offline and not _cached_weights(path, revision):
+        raise ModelError(f"{where} {ref!r}: its config is cached but not its weights -- {fix}")
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelError(f"{where} {ref!r}: its tokenizer cannot be loaded: {first_line(e)} -- {fix}") from None
+    if chat_template and not getattr(tok, "chat_template", None):
+        raise ModelError(f"{where} {ref!r}: the tokenizer has no chat template -- use an instruct/chat model here")
+    return path
