@@ -228,6 +228,55 @@ def test_bad_values_are_refused_before_any_call(tmp_path, capsys, monkeypatch, a
     assert not (tmp_path / "out" / ".wildsci_build" / "llm_cache.sqlite").exists()
 
 
+def _junk_config(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "config.json").write_text("{not json")
+
+
+def _no_weights(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+
+
+def _not_a_causal_lm(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "vit"}))
+
+
+@pytest.mark.parametrize(
+    ("model", "device", "expected"),
+    [
+        ("Qwen/Qwen2.5-0.5B-Instruct", "auto", "the Hub is offline (HF_HUB_OFFLINE=1), so Qwen/Qwen2.5-0.5B-Instruct"),
+        ("no-org/no-such-model-anywhere", "cpu", "must be in the local cache"),
+        (_junk_config, "auto", "is not a valid JSON file -- point generator.model at a folder written by"),
+        (_no_weights, "auto", "has a config but no weights"),
+        (_not_a_causal_lm, "auto", "is a vit, not a causal language model"),
+        ("nonsense:foo", "auto", "unknown model scheme 'nonsense:'"),
+        ("tiny:qwen2", "cuda:7", "generator.device 'cuda:7' is not on this machine"),
+        ("tiny:qwen2", "gpu0", "device 'gpu0' is not a device name"),
+    ],
+)
+def test_a_local_generator_that_cannot_load_is_one_line_before_any_paper_is_read(
+    tmp_path, capsys, monkeypatch, model, device, expected
+):
+    """build checks its local models like GRPO, eval and the Space do (wildsci.models.check_model), up front."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if callable(model):
+        model(tmp_path / "model")
+        model = str(tmp_path / "model")
+    with LoopbackServer() as srv:
+        recipe = write_recipe(tmp_path, srv.url)
+        args = ["--generator.backend", "transformers", "--generator.model", model, "--generator.device", device]
+        rc, text = build(capsys, str(recipe), *args)
+    assert rc == 2 and expected in error_line(text), text[-2000:]
+    assert "ingest" not in text  # refused before the first stage: no paper read, no model loaded
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------------- the user's files
 def test_output_dir_with_the_users_files_is_not_touched_without_overwrite(tmp_path, capsys):
     out = tmp_path / "out"

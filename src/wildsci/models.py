@@ -260,7 +260,7 @@ def check_model(
     try:
         config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except Exception as e:  # junk config.json, unknown model_type, not cached offline, gated: one line each
-        raise ModelError(f"{where} {ref!r} cannot be loaded: {first_line(e)} -- {fix}") from None
+        raise ModelError(f"{where} {ref!r} cannot be loaded: {first_line(e).rstrip('.')} -- {fix}") from None
     remote_lm = trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not remote_lm:
         raise ModelError(
@@ -276,7 +276,9 @@ def check_model(
     try:
         tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except Exception as e:
-        raise ModelError(f"{where} {ref!r}: its tokenizer cannot be loaded: {first_line(e)} -- {fix}") from None
+        raise ModelError(
+            f"{where} {ref!r}: its tokenizer cannot be loaded: {first_line(e).rstrip('.')} -- {fix}"
+        ) from None
     if chat_template and not getattr(tok, "chat_template", None):
         raise ModelError(f"{where} {ref!r}: the tokenizer has no chat template -- use an instruct/chat model here")
     return path

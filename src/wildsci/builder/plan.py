@@ -21,7 +21,7 @@ from wildsci.builder.config import BuildRecipe
 from wildsci.builder.ingest import SourceConfig, is_remote, source_files
 from wildsci.builder.push import check_push
 from wildsci.errors import UserError
-from wildsci.models import resolve_model
+from wildsci.models import check_device, check_model
 
 #: the per-paper stages, in order (each is checkpointed; see wildsci.builder.state)
 STAGE_ORDER = ("ingest", "chunk", "generate", "options", "vote", "filter", "label")
@@ -47,9 +47,13 @@ def preflight(recipe: BuildRecipe, push: bool) -> None:
             raise UserError(f"benchmark {b.name!r}: file {b.path} not found -- fix decontamination.benchmarks[].path")
     roles = [("generator", recipe.generator)] + [(f"voters[{i}]", v) for i, v in enumerate(recipe.voter_configs())]
     roles.append(("labeler", recipe.labeler_config()))
+    checked: set[tuple[str, str]] = set()
     for role, cfg in roles:
-        if cfg.backend == "transformers":
-            resolve_model(cfg.model)  # a bad model reference fails here, before any paper is read
+        if cfg.backend == "transformers" and (cfg.model, cfg.device) not in checked:
+            # config, weights, tokenizer, chat template, device: before any paper is read or model loaded
+            check_device(cfg.device, f"{role}.device")
+            check_model(cfg.model, chat_template=True, where=f"{role}.model")
+            checked.add((cfg.model, cfg.device))
         if cfg.backend == "openai" and not cfg.base_url:
             raise UserError(f"{role}: the openai backend needs base_url (e.g. http://localhost:8000/v1)")
         if cfg.api_key_env and not os.environ.get(cfg.api_key_env):

@@ -17,6 +17,7 @@ from wildsci.llm.cache import CallCache
 from wildsci.llm.client import ChatRequest, ChatResult, LLMClient, choice_schema, normalize_choice, request_seed
 from wildsci.llm.local import SeededSampler, TransformersClient
 from wildsci.llm.remote import OpenAIClient
+from wildsci.models import DEVICE_NAME
 
 __all__ = [
     "BackendConfig",
@@ -113,6 +114,8 @@ class BackendConfig:
             raise ValueError(
                 f"temperature must be in [0, 10] and top_p in (0, 1], got {self.temperature}, {self.top_p}"
             )
+        if not DEVICE_NAME.fullmatch(str(self.device)):
+            raise ValueError(f"device {self.device!r} is not a device name -- use auto, cpu, cuda, cuda:N or mps")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not (0 <= self.max_retries <= 20 and 0 < self.timeout_s <= 3600):

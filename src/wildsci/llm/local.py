@@ -15,9 +15,9 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from wildsci.errors import UserError
+from wildsci.errors import UserError, first_line
 from wildsci.llm.client import CachedClient, ChatRequest, ChatResult, request_seed
-from wildsci.models import resolve_model
+from wildsci.models import check_model
 
 if TYPE_CHECKING:
     from wildsci.llm.backends import BackendConfig
@@ -84,7 +84,8 @@ class TransformersClient(CachedClient):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = resolve_model(self.config.model)
+        # the same pre-load check as GRPO, eval and the Space (preflight ran it already; a direct caller gets it here)
+        path = check_model(self.config.model, device=self.config.device, chat_template=True)
         device = self.config.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -97,11 +98,11 @@ class TransformersClient(CachedClient):
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        if not tok.chat_template:
-            raise UserError(
-                f"{self.config.model}: the tokenizer has no chat template -- use an instruct/chat model here"
-            )
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False).to(device).eval()
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+            model = model.to(device).eval()
+        except (OSError, RuntimeError, ValueError) as e:  # e.g. truncated weights, out of memory
+            raise UserError(f"{self.config.model}: the model cannot be loaded: {first_line(e)}") from None
         eos = model.generation_config.eos_token_id
         stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tok.eos_token_id is not None:
