@@ -52,3 +52,24 @@ def test_an_error_line_never_shows_a_credential_from_the_command_line_or_environ
     assert main(["build", str(missing), "--generator.api_token", "planted-flag-token-456"]) == 2
     err = capsys.readouterr().err
     assert "planted" not in err and "<redacted>" in err
+
+
+def test_wildsci_model_refuses_what_does_not_resolve_to_a_loadable_model(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text("{")
+    for ref, expected in [
+        ("nonsense:foo", "unknown model scheme 'nonsense:'"),
+        ("embedded:nope", "unknown embedded model 'nope'"),
+        ("not a model", "is neither a local folder nor a Hub id"),
+        ("no-org/no-such-model", "must be in the local cache"),
+        (str(tmp_path / "junk"), "is not a valid JSON file"),
+        (str(tmp_path / "missing"), "no such model folder"),
+    ]:
+        err = _error(capsys, ["model", ref])
+        assert err.startswith("wildsci: error: ") and expected in err, err
+
+
+def test_wildsci_model_prints_the_folder_of_a_loadable_model(capsys, tiny_model):
+    assert main(["model", "tiny:qwen2"]) == 0
+    assert capsys.readouterr().out.strip() == tiny_model

@@ -124,9 +124,9 @@ def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_model(args: argparse.Namespace, extra: list[str]) -> int:
-    from wildsci.models import describe, resolve_model
+    from wildsci.models import check_model, describe
 
-    print(resolve_model(args.ref))
+    print(check_model(args.ref, where="model"))
     print(describe(args.ref), file=sys.stderr)
     return 0
 
@@ -187,7 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--eval", default=None, help="eval output folder (default: <run_dir>/eval)")
     rp.set_defaults(func=_cmd_report)
 
-    m = sub.add_parser("model", help="resolve a model reference (Hub id, folder, embedded:NAME, tiny:qwen2)")
+    m = sub.add_parser(
+        "model",
+        help="resolve a model reference (Hub id, folder, embedded:NAME, tiny:qwen2) and check that it loads "
+        "(config, weights, tokenizer; the weights are not read)",
+    )
     m.add_argument("ref", help="e.g. embedded:smollm2-135m-instruct")
     m.set_defaults(func=_cmd_model)
 
