@@ -250,7 +250,14 @@ def source_files(src: SourceConfig) -> list[tuple[Path, str]] | None:
         return [(Path(str(resources.files("wildsci").joinpath("data/demo_corpus.jsonl"))), "jsonl")]
     p = Path(src.path).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIX_FORMAT)
+        # hidden entries are a tool's state, not papers (wildsci papers' .crawl/, a build's .wildsci_build/, .git/)
+        files = sorted(
+            f
+            for f in p.rglob("*")
+            if f.is_file()
+            and f.suffix.lower() in SUFFIX_FORMAT
+            and not any(part.startswith(".") for part in f.relative_to(p).parts)
+        )
     elif p.is_file():
         files = [p]
     elif any(ch in src.path for ch in "*?["):
