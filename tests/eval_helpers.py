@@ -263,3 +263,33 @@ def damaged_parquet(path: Path, rows: list[dict]) -> Path:
     data[4:40] = b"\xff" * 36  # just after the "PAR1" magic: the first column chunk's page header
     path.write_bytes(bytes(data))
     return path
+
+
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A folder this process cannot write into, on any machine: a ``chmod 555`` folder, or ``/sys`` for root (which
+    writes through file modes; sysfs refuses it new files)."""
+    import os
+
+    if os.geteuid() == 0:
+        return Path("/sys")
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    ro.chmod(0o555)
+    return ro
+
+
+def mixed_mmlu_pro(shared_data: Path, out: Path, per_kind: int = 3, max_chars: int = 400) -> tuple[Path, list[dict]]:
+    """An MMLU-Pro file of ``per_kind`` science and ``per_kind`` other questions (short ones, in the kit's hash
+    order), the first row written twice; returns (file, the distinct rows)."""
+    import hashlib
+
+    text = (shared_data / "benchmarks" / SLICE_FILES["mmlu_pro"]).read_text("utf-8")
+    rows = [json.loads(x) for x in text.split("\n") if x.strip()]
+    rows = [r for r in rows if len(r["question"]) + sum(len(o) for o in r["options"]) <= max_chars]
+    rows.sort(key=lambda r: hashlib.sha256(f"wildsci-eval-sample:{r['id']}".encode()).hexdigest())
+    science = [r for r in rows if r["subject"] in SCIENCE][:per_kind]
+    other = [r for r in rows if r["subject"] not in SCIENCE][:per_kind]
+    distinct = science + other
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in [*distinct, distinct[0]]), encoding="utf-8")
+    return out, distinct

@@ -30,6 +30,12 @@ def _eval_recipe_classes() -> tuple[type, ...]:
     return (EvalRecipe,)
 
 
+def _papers_recipe_classes() -> tuple[type, ...]:
+    from wildsci.papers.config import PapersRecipe
+
+    return (PapersRecipe,)
+
+
 def _accelerate_classes() -> tuple[type, ...]:
     from accelerate.commands.config.config_args import ClusterConfig
 
@@ -56,6 +62,12 @@ RECIPE_KINDS: dict[str, RecipeKind] = {
         lambda data, src: check_nested(_eval_recipe_classes()[0])(data, src),
         "wildsci eval RECIPE",
     ),
+    "papers": RecipeKind(
+        "papers",
+        _papers_recipe_classes,
+        lambda data, src: check_nested(_papers_recipe_classes()[0])(data, src),
+        "wildsci papers RECIPE",
+    ),
     "accelerate": RecipeKind(
         "accelerate",
         _accelerate_classes,
@@ -66,19 +78,29 @@ RECIPE_KINDS: dict[str, RecipeKind] = {
 
 
 def _cmd_build(args: argparse.Namespace, extra: list[str]) -> int:
-    from wildsci.builder.pipeline import run_build
+    from wildsci.cluster.build import build_command
     from wildsci.recipes import expect_kind, parse_overrides
 
     expect_kind(args.recipe, "data", RECIPE_KINDS)
-
-    run_build(
+    build_command(
         args.recipe,
         output_dir=args.output_dir,
         dry_run=args.dry_run,
         push=args.push,
         overrides=parse_overrides(extra),
         overwrite=args.overwrite,
+        status=args.status,
+        wait=args.wait,
     )
+    return 0
+
+
+def _cmd_papers(args: argparse.Namespace, extra: list[str]) -> int:
+    from wildsci.papers.run import run_papers
+    from wildsci.recipes import expect_kind, parse_overrides
+
+    expect_kind(args.recipe, "papers", RECIPE_KINDS)
+    run_papers(args.recipe, overrides=parse_overrides(extra), dry=args.dry_run, push=args.push)
     return 0
 
 
@@ -109,6 +131,11 @@ def _cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         overrides["permutations"] = args.permutations
     if args.output_dir is not None:
         overrides["output_dir"] = args.output_dir
+    if args.dry_run:
+        from wildsci.eval.plan import print_plan
+
+        print_plan(args.recipe, overrides=overrides)
+        return 0
     results = run_eval(args.recipe, overrides=overrides)
     md, _ = write_eval_outputs(results.parent)
     print(f"wildsci eval: tables in {md}")
@@ -151,14 +178,31 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "build",
         help="build a WildSci-format dataset from papers (recipes/data/*.yaml)",
-        description="Any recipe key can be overridden: --key value, --generator.model X.",
+        description="Any recipe key can be overridden: --key value, --generator.model X. Past one machine: "
+        "--executor.kind local|slurm --executor.tasks N (docs/scale_out.md).",
     )
     b.add_argument("recipe", help="path to a data recipe, e.g. recipes/data/demo.yaml")
     b.add_argument("--output-dir", default=None, help="where to write the dataset (default: the recipe's output_dir)")
     b.add_argument("--dry-run", action="store_true", help="print the plan, counts and estimated LLM calls; do nothing")
     b.add_argument("--push", action="store_true", help="push the built dataset to the Hub (recipe's hub_repo_id)")
     b.add_argument("--overwrite", action="store_true", help="write into an output folder that holds other files")
+    b.add_argument(
+        "--status", action="store_true", help="show the ranks and the merge of an executor run (local or Slurm)"
+    )
+    b.add_argument("--wait", action="store_true", help="with executor.kind slurm: follow the jobs until they end")
     b.set_defaults(func=_cmd_build)
+
+    pa = sub.add_parser(
+        "papers",
+        help="fetch open-access full texts from Europe PMC into a papers dataset (recipes/papers/*.yaml)",
+        description="Any recipe key can be overridden: --max_papers 20, --api.rate 2, --output_dir DIR.",
+    )
+    pa.add_argument("recipe", help="path to a papers recipe, e.g. recipes/papers/nature_communications.yaml")
+    pa.add_argument(
+        "--dry-run", action="store_true", help="print the query, the hit count and the plan; fetch nothing"
+    )
+    pa.add_argument("--push", action="store_true", help="push the papers dataset to the Hub (recipe's hub_repo_id)")
+    pa.set_defaults(func=_cmd_papers)
 
     r = sub.add_parser("recipes", help="recipe tools")
     rsub = r.add_subparsers(dest="recipes_command", required=True, metavar="ACTION")
@@ -178,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("recipe", help="path to an eval recipe, e.g. recipes/eval/demo.yaml")
     e.add_argument("--permutations", type=int, default=None, help="ask each question under K seeded option orders")
     e.add_argument("--output-dir", default=None, help="where to write results (default: the recipe's output_dir)")
+    e.add_argument(
+        "--dry-run", action="store_true", help="print the generations, tokens and time the run needs; start nothing"
+    )
     e.set_defaults(func=_cmd_eval)
 
     rp = sub.add_parser("report", help="write report.md + PNG plots for a run directory")
@@ -206,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.func not in (_cmd_build, _cmd_eval):
+    if extra and args.func not in (_cmd_build, _cmd_eval, _cmd_papers):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     secrets = secret_values(argv if argv is not None else sys.argv[1:])
     return run_main(

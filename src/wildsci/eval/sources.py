@@ -66,6 +66,7 @@ class Source:
     hub_revision: str | None
     sensitive: bool = False  # GPQA: questions must never be written outside the folder the user decrypted into
     note: str = ""
+    card_rows: int | None = None  # rows of the pinned split as its dataset card states (``--dry-run`` offline)
 
     @property
     def env(self) -> str:
@@ -100,15 +101,16 @@ SOURCES: dict[str, Source] = {
             "at a dataset built with `wildsci build` (its test split is used)",
         ),
         Source("gpqa_diamond", adapt_gpqa, "Idavidrein/gpqa", "gpqa_diamond", "train",
-               "90b8e5be2b1d3d2dbfe016cdab47981150600c4a", sensitive=True, note="gated on the Hub: accept its terms"),
+               "90b8e5be2b1d3d2dbfe016cdab47981150600c4a", sensitive=True, note="gated on the Hub: accept its terms",
+               card_rows=198),
         Source("supergpqa", adapt_supergpqa, "m-a-p/SuperGPQA", "default", "train",
-               "4430d4458112c7d4497fdcf94d7cc223313d6acf"),
+               "4430d4458112c7d4497fdcf94d7cc223313d6acf", card_rows=26529),
         Source("mmlu_pro", adapt_mmlu_pro, "TIGER-Lab/MMLU-Pro", "default", "test",
-               "3373e0b32277875b8db2aa555a333b78a08477ea"),
+               "3373e0b32277875b8db2aa555a333b78a08477ea", card_rows=12032),
         Source("scieval", adapt_scieval, "OpenDFM/SciEval", "default", "validation",
                "370117e4ee95dd8553f6a053ee00a4932429fe5f", note="multiple-choice rows of the validation split"),
         Source("arc_challenge", adapt_arc, "allenai/ai2_arc", "ARC-Challenge", "test",
-               "210d026faf9955653af8916fad021475a3f00453"),
+               "210d026faf9955653af8916fad021475a3f00453", card_rows=1172),
     )
 }  # fmt: skip
 
@@ -142,6 +144,31 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 PERM_PREFIX = "wildsci_perm"
+
+
+def full_task(short: str) -> str | None:
+    """The task that asks every question of ``short``'s source (``mmlu_pro`` for ``mmlu_pro_science``), or None."""
+    spec = TASKS[short]
+    if spec.subset is None:
+        return None
+    return next((t.short for t in TASKS.values() if t.source == spec.source and t.subset is None), None)
+
+
+def derived_tasks(tasks: list[str], limits: dict[str, int]) -> dict[str, str]:
+    """``{subset task: full task}`` for the subsets of a run scored from their full task's answers.
+
+    Why: a subset's questions are the full task's, asked with the same prompt, option order and parser, so
+    generating them again costs time (SuperGPQA's science subset is a third of it) and buys nothing. Only when
+    the full task runs on every question: a sliced full task (``max_samples``) need not contain the subset's slice.
+    """
+    return {
+        t: full for t in tasks if (full := full_task(t)) is not None and full in tasks and limits.get(full) is None
+    }
+
+
+def in_subset(short: str, discipline: str, subject: str) -> bool:
+    """Whether a question of the full task belongs to subset task ``short`` (the predicate of its TaskSpec)."""
+    return TASKS[short].subset({"discipline": discipline, "subject": subject})
 
 
 def perm_task_name(short: str, k: int) -> str:

@@ -29,7 +29,8 @@ def _score(res: dict[str, Any], model: str, task: str) -> dict[str, Any]:
 
 def results_markdown(res: dict[str, Any]) -> str:
     """The tables of ``results.md``: accuracy (95 % interval) and extraction rate per model and task, accuracy
-    per discipline for tasks with two or more disciplines, option-order robustness, and skipped tasks."""
+    per discipline for tasks with two or more disciplines, option-order robustness, skipped tasks, rows left out
+    and subsets scored from their full task."""
     from wildsci.eval.adapters import disciplines
 
     models, tasks = res["models"], res["tasks"]
@@ -94,6 +95,14 @@ def results_markdown(res: dict[str, Any]) -> str:
     skipped = res.get("skipped") or {}
     if skipped:
         lines += ["## Skipped tasks", ""] + [f"- {t}: {why}" for t, why in skipped.items()] + [""]
+    dropped = res.get("dropped") or {}
+    if dropped:
+        lines += ["## Rows left out of a task", ""]
+        lines += [f"- {t}: {', '.join(f'{why}: {n}' for why, n in d.items())}" for t, d in dropped.items()] + [""]
+    derived = res.get("derived") or {}
+    if derived:
+        lines += ["## Subsets scored from their full task's answers (not generated again)", ""]
+        lines += [f"- {t}: the {full} answers to its questions" for t, full in derived.items()] + [""]
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from wildsci.answers import LETTERS
-from wildsci.errors import UserError
+from wildsci.errors import UserError, check_writable_dir
 from wildsci.provenance import markdown_table, pct
 from wildsci.redact import redact_text
 from wildsci.report import figures, stats
@@ -196,6 +196,9 @@ def write_report(
     run = Path(run_dir)
     if not run.is_dir() and not (dataset_dir or grpo_dir or eval_dir):
         raise UserError(f"{run}: no such run directory -- pass the folder that holds dataset/, grpo/ and eval/")
+    check_writable_dir(run, "run directory")  # report.md and plots/ go here: refuse before reading anything
+    if (run / "plots").exists():
+        check_writable_dir(run / "plots", "run directory's plots folder")
     run.mkdir(parents=True, exist_ok=True)
     inp = locate_inputs(run, dataset_dir, grpo_dir, eval_dir)
     plots = figures.Plots(run / "plots")
