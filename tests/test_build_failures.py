@@ -217,6 +217,18 @@ def test_a_damaged_parquet_file_is_one_line(tmp_path, capsys):
         (["--dry-run", "--generator.backend", "transformers", "--generator.model", "embedded:nope"], "embedded"),
         (["--push", "--hub_repo_id", "me/ds"], "HF_HUB_OFFLINE=1 is set"),
         (["--decontamination.benchmarks", "[{name: gone, path: no-org/no-such-benchmark}]"], "benchmark 'gone'"),
+        # sizes beyond any sane bound: the number and the bound, when the recipe loads
+        (["--generate.questions_per_chunk", "9" * 23], f"questions_per_chunk is {'9' * 23}: it must lie in [1, 64]"),
+        (["--vote.num_votes", "100000"], "vote.num_votes is 100000: it must lie in [1, 64]"),
+        (["--options.max_attempts", "10000000000"], "options.max_attempts is 10000000000: it must lie in [1, 20]"),
+        (["--generator.max_new_tokens", "1" + "0" * 20], "max_new_tokens is 1" + "0" * 20),
+        (["--generator.concurrency", "1000000"], "concurrency is 1000000: it must lie in [1, 4096]"),
+        (["--chunking.max_tokens", "9" * 30], "chunking.max_tokens is 9"),
+        (["--dedup.num_perm", "1000000000"], "dedup.num_perm is 1000000000: it must lie in [16, 8192]"),
+        (
+            ["--dry-run", "--sources", "[{path: some-org/papers, expected_papers: 1000000000000}]"],
+            "passages x 2 questions), above the bound of 1,000,000,000",
+        ),
     ],
 )
 def test_bad_values_are_refused_before_any_call(tmp_path, capsys, monkeypatch, args, expected):
@@ -275,6 +287,19 @@ def test_a_local_generator_that_cannot_load_is_one_line_before_any_paper_is_read
     assert rc == 2 and expected in error_line(text), text[-2000:]
     assert "ingest" not in text  # refused before the first stage: no paper read, no model loaded
     assert not (tmp_path / "out").exists()
+
+
+def test_a_plan_beyond_the_call_bound_is_refused_before_the_first_call(tmp_path, capsys, monkeypatch):
+    """A real build (not a dry run) counts its passages, then refuses the plan before generating a question."""
+    import wildsci.builder.generate as generate
+
+    monkeypatch.setattr(generate, "MAX_PLANNED_CALLS", 5)  # 3 papers x 2 questions = 6 calls
+    with LoopbackServer() as srv:
+        rc, text = build(capsys, str(write_recipe(tmp_path, srv.url)))
+        assert srv.hits == 0
+    assert rc == 2 and "the plan makes 6 LLM calls (3 passages x 2 questions), above the bound of 5" in error_line(
+        text
+    )
 
 
 # ---------------------------------------------------------------------------------- the user's files

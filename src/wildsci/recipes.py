@@ -29,6 +29,16 @@ from wildsci.errors import UserError
 MISSING = dataclasses.MISSING
 
 
+def check_count(name: str, value: int, lo: int, hi: int, why: str) -> None:
+    """A count inside ``[lo, hi]``, else ``ValueError`` naming the value, the bound and why the bound is there.
+
+    Why upper bounds: a count far beyond any real build (``questions_per_chunk 99999999999999999999999``) does not
+    fail by itself -- it multiplies into a plan that runs out of memory or time; it must fail when the recipe loads.
+    """
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} is {value}: it must lie in [{lo}, {hi}] ({why}) -- give a value in that range")
+
+
 class RecipeError(UserError):
     """A recipe problem, reported as one line: ``<file>: <what> -- <how to fix>``."""
 

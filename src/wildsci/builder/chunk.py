@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from wildsci.builder.ingest import IngestStats, SourceConfig, iter_papers, main_text_sections
 from wildsci.models import resolve_model
+from wildsci.recipes import check_count
 
 # ------------------------------------------------------------------------------------------ config
 DEFAULT_DROP_SECTIONS = [
@@ -70,8 +71,9 @@ class ChunkConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 16 or self.min_words < 1:
-            raise ValueError("chunking.max_tokens must be >= 16 and chunking.min_words >= 1")
+        check_count("chunking.max_tokens", self.max_tokens, 16, 1_048_576, "tokens per passage")
+        if self.min_words < 1:
+            raise ValueError("chunking.min_words must be >= 1")
         if self.max_chunks_per_paper is not None and self.max_chunks_per_paper < 1:
             raise ValueError("chunking.max_chunks_per_paper must be >= 1 (or null for all)")
         for name in ("max_formula_ratio", "min_letter_ratio"):

@@ -38,6 +38,7 @@ from datasketch import MinHash, MinHashLSH
 from tqdm.auto import tqdm
 
 from wildsci.errors import UserError, first_line
+from wildsci.recipes import check_count
 
 
 @dataclass
@@ -59,8 +60,8 @@ class DedupConfig:
             raise ValueError(
                 f"dedup.threshold is {self.threshold}: a Jaccard similarity in (0, 1] -- e.g. 0.8, not 80"
             )
-        if self.num_perm < 16 or self.shingle_size < 1:
-            raise ValueError("dedup.num_perm must be >= 16 and dedup.shingle_size >= 1")
+        check_count("dedup.num_perm", self.num_perm, 16, 8192, "MinHash permutations per question")
+        check_count("dedup.shingle_size", self.shingle_size, 1, 64, "words per shingle")
 
 
 @dataclass
@@ -91,6 +92,7 @@ class DecontamConfig:
     )
 
     def __post_init__(self) -> None:
+        check_count("decontamination.ngram", self.ngram, 1, 64, "words per n-gram")
         if self.ngram < 1 or self.min_overlap < 1 or self.max_benchmark_frequency < 1:
             raise ValueError("decontamination.ngram, min_overlap and max_benchmark_frequency must each be >= 1")
 

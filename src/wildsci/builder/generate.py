@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wildsci.answers import LETTERS
+from wildsci.errors import UserError
 from wildsci.llm.backends import ChatRequest, LLMClient
+from wildsci.recipes import check_count
 from wildsci.schema import question_id
 
 DROP_REASONS = {
@@ -104,6 +106,22 @@ _META = re.compile(r"^\s*(?:all|none|both|neither)\s+of\s+the\s+(?:above|options
 _LABEL = re.compile(r"^\s*(?:\(?([A-Ja-j])[\).:]|\[([A-Ja-j])\])\s+")
 
 
+#: upper bounds of the generate section: far above any real build, far below what exhausts memory
+MAX_QUESTIONS_PER_CHUNK = 64
+MAX_PROMPT_CHARS = 1_000_000
+#: LLM calls no build plan may exceed: ~100x WildSci's own build; beyond it the request lists alone exhaust memory
+MAX_PLANNED_CALLS = 10**9
+
+
+def check_planned_calls(calls: int, what: str) -> None:
+    """Refuse a plan beyond :data:`MAX_PLANNED_CALLS` with its number and the bound, before anything runs."""
+    if calls > MAX_PLANNED_CALLS:
+        raise UserError(
+            f"the plan makes {calls:,} LLM calls ({what}), above the bound of {MAX_PLANNED_CALLS:,} -- lower "
+            "generate.questions_per_chunk, vote.num_votes or options.max_attempts, or read fewer papers (max_papers)"
+        )
+
+
 @dataclass
 class GenerateConfig:
     """How many questions to ask for per chunk, and what counts as a valid one."""
@@ -170,8 +188,17 @@ class GenerateConfig:
             raise ValueError(f"need 2 <= min_options <= max_options <= 10, got {self.min_options}, {self.max_options}")
         if not self.min_options <= self.num_options <= self.max_options:
             raise ValueError(f"num_options ({self.num_options}) must lie between min_options and max_options")
-        if self.questions_per_chunk < 1:
-            raise ValueError("questions_per_chunk must be at least 1")
+        check_count(
+            "generate.questions_per_chunk",
+            self.questions_per_chunk,
+            1,
+            MAX_QUESTIONS_PER_CHUNK,
+            "LLM calls per passage",
+        )
+        check_count("generate.max_chunk_chars", self.max_chunk_chars, 1, MAX_PROMPT_CHARS, "characters per prompt")
+        for name in ("max_question_chars", "max_option_chars", "max_rationale_chars"):
+            if getattr(self, name) is not None:
+                check_count(f"generate.{name}", getattr(self, name), 1, MAX_PROMPT_CHARS, "characters per string")
 
 
 def question_schema(cfg: GenerateConfig) -> dict[str, Any]:
@@ -376,6 +403,9 @@ def generate_questions(
     """
     drops: dict[str, int] = {}
     schema = question_schema(cfg)
+    check_planned_calls(
+        len(chunks) * cfg.questions_per_chunk, f"{len(chunks):,} passages x {cfg.questions_per_chunk} questions"
+    )
     requests, owners = [], []
     for chunk in chunks:
         if not str(chunk.get("text") or "").strip():

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from wildsci.llm.backends import ChatRequest, LLMClient
+from wildsci.recipes import check_count
 from wildsci.taxonomy import Subdomain, load_taxonomy
 
 DROP_REASONS = {
@@ -51,8 +52,7 @@ class LabelConfig:
     def __post_init__(self) -> None:
         if not self.use_llm and not self.fallback_to_field_labels:
             raise ValueError("label: use_llm and fallback_to_field_labels are both false -- nothing could label a row")
-        if self.questions_in_prompt < 0:
-            raise ValueError("questions_in_prompt must be >= 0")
+        check_count("label.questions_in_prompt", self.questions_in_prompt, 0, 100, "questions per classifier prompt")
 
 
 def subdomain_menu() -> str:

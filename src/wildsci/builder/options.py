@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from wildsci.answers import LETTERS
 from wildsci.builder.generate import extract_json
 from wildsci.llm.backends import ChatRequest, LLMClient
+from wildsci.recipes import check_count
 from wildsci.schema import options_dict, options_list
 
 DROP_REASONS = {
@@ -84,8 +85,7 @@ class OptionsConfig:
     def __post_init__(self) -> None:
         if not 2 <= self.num_options <= len(LETTERS):
             raise ValueError(f"num_options must be between 2 and {len(LETTERS)}, got {self.num_options}")
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        check_count("options.max_attempts", self.max_attempts, 1, 20, "LLM calls per question")
         if self.distractor_source not in DISTRACTOR_SOURCES:
             raise ValueError(
                 f"distractor_source must be one of {', '.join(DISTRACTOR_SOURCES)}, got {self.distractor_source!r}"

@@ -18,6 +18,7 @@ from rich.table import Table
 from wildsci.builder.card import find_template
 from wildsci.builder.chunk import read_and_chunk
 from wildsci.builder.config import BuildRecipe
+from wildsci.builder.generate import check_planned_calls
 from wildsci.builder.ingest import SourceConfig, is_remote, source_files
 from wildsci.builder.push import check_push
 from wildsci.errors import UserError
@@ -126,6 +127,7 @@ def build_plan(recipe: BuildRecipe) -> dict[str, Any]:
         "vote": questions * recipe.vote.num_votes,
         "label": (papers if recipe.label.per_paper else questions) if recipe.label.use_llm else 0,
     }
+    check_planned_calls(sum(calls.values()), f"{chunks:,} passages x {recipe.generate.questions_per_chunk} questions")
     return {
         "sources": sources,
         "papers": papers,

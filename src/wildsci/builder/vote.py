@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from wildsci.answers import LETTERS, extract_answer
 from wildsci.llm.backends import ChatRequest, LLMClient
 from wildsci.prompts import SYSTEM_PROMPT, build_messages
+from wildsci.recipes import check_count
 from wildsci.schema import NUM_VOTERS, VOTING_TYPES, options_list, voting_type
 
 DROP_REASONS = {
@@ -60,8 +61,7 @@ class VoteConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.num_votes < 1:
-            raise ValueError("num_votes must be at least 1")
+        check_count("vote.num_votes", self.num_votes, 1, 64, "LLM calls per question; WildSci uses 8")
         unknown = [t for t in self.keep_voting_types if t not in VOTING_TYPES]
         if unknown:
             raise ValueError(f"keep_voting_types has unknown types {unknown}; known: {', '.join(VOTING_TYPES)}")

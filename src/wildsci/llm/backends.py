@@ -18,6 +18,7 @@ from wildsci.llm.client import ChatRequest, ChatResult, LLMClient, choice_schema
 from wildsci.llm.local import SeededSampler, TransformersClient
 from wildsci.llm.remote import OpenAIClient
 from wildsci.models import DEVICE_NAME
+from wildsci.recipes import check_count
 
 __all__ = [
     "BackendConfig",
@@ -106,9 +107,9 @@ class BackendConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.guided_decoding not in GUIDED_MODES:
             raise ValueError(f"guided_decoding must be one of {', '.join(GUIDED_MODES)}, got {self.guided_decoding!r}")
-        for name in ("max_new_tokens", "concurrency", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_count("max_new_tokens", self.max_new_tokens, 1, 1_048_576, "tokens per call; no model is longer")
+        check_count("concurrency", self.concurrency, 1, 4096, "requests in flight")
+        check_count("batch_size", self.batch_size, 1, 4096, "prompts per generate() call")
         # written as positive ranges so that nan fails them too (nan < 0 is False)
         if not (0 <= self.temperature <= 10 and 0 < self.top_p <= 1):
             raise ValueError(
