@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 
 import pytest
+from eval_helpers import unwritable_dir
 from wildsci_fixtures import assert_png_nontrivial
 
 from wildsci.answers import LETTERS, letter_share
@@ -327,6 +328,14 @@ def test_missing_run_dir_is_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such run directory" in err
+
+
+def test_a_run_dir_that_cannot_be_written_is_one_line_before_any_work(tmp_path, capsys):
+    run = unwritable_dir(tmp_path)
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"run directory {run} cannot be written" in err and "choose another" in err
+    assert not (run / "report.md").exists()
 
 
 def test_explicit_paths(tmp_path):
