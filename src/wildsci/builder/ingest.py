@@ -244,6 +244,10 @@ def _iter_hub(src: SourceConfig, stats: IngestStats) -> Iterator[dict[str, Any]]
 SUFFIX_FORMAT = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".xml": "jats", ".nxml": "jats"}
 
 
+def _is_hub_id(path: str) -> bool:
+    return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path)) and "." not in path[:1]
+
+
 def source_files(src: SourceConfig) -> list[tuple[Path, str]] | None:
     """Local files of a source with their formats; ``None`` when the path is a Hub id."""
     if src.path == "builtin:demo":
@@ -263,7 +267,9 @@ def source_files(src: SourceConfig) -> list[tuple[Path, str]] | None:
     elif any(ch in src.path for ch in "*?["):
         files = sorted(Path(f) for f in glob.glob(src.path, recursive=True) if Path(f).is_file())
     else:
-        if src.format in ("auto", "hub") and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", src.path) and "." not in src.path[:1]:
+        if src.format in ("auto", "hub") and _is_hub_id(src.path):
+            return None
+        if src.expected_papers is not None:  # not made yet (e.g. `wildsci papers` output): planned like a Hub id
             return None
         raise UserError(f"source {src.path!r}: no such file or folder -- check the path in the recipe's sources")
     if src.format == "hub":
@@ -285,6 +291,11 @@ def is_remote(src: SourceConfig) -> bool:
 
 def _iter_rows(src: SourceConfig, stats: IngestStats) -> Iterator[dict[str, Any]]:
     files = source_files(src)
+    if files is None and src.format != "hub" and not _is_hub_id(src.path):
+        raise UserError(
+            f"source {src.path!r} does not exist yet -- make it first (a papers dataset: `wildsci papers "
+            "recipes/papers/<name>.yaml`), or fix the path in the recipe's sources"
+        )
     if files is None:
         yield from _iter_hub(src, stats)
         return
