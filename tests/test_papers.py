@@ -287,3 +287,27 @@ def test_papers_build_into_questions_that_carry_each_papers_licence(crawl, tmp_p
     for q in questions:
         assert q["source_license"] == papers[q["paper_id"]]["license"]
     assert {q["source_license"] for q in questions} >= {"CC-BY-4.0", "CC-BY"}
+
+
+def test_wildsci_nc_reads_the_papers_recipes_output(repo_root):
+    papers = yaml.safe_load((repo_root / "recipes/papers/nature_communications.yaml").read_text())
+    data = yaml.safe_load((repo_root / "recipes/data/wildsci_nc.yaml").read_text())
+    assert data["sources"][0]["path"] == papers["output_dir"]
+    assert (
+        "wildsci papers recipes/papers/nature_communications.yaml"
+        in (repo_root / "recipes/data/wildsci_nc.yaml").read_text()
+    )
+
+
+def test_build_from_papers_not_fetched_yet_names_the_papers_command(tmp_path):
+    recipe = {
+        "name": "later",
+        "output_dir": str(tmp_path / "q"),
+        "sources": [{"path": str(tmp_path / "papers" / "not_yet"), "expected_papers": 10}],
+        "generator": {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"},
+    }
+    path = tmp_path / "recipes" / "data" / "later.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(recipe))
+    proc = wildsci("build", str(path), check=False)
+    assert proc.returncode == 2 and "does not exist yet" in proc.stderr and "`wildsci papers" in proc.stderr
