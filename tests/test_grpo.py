@@ -259,7 +259,9 @@ def _err(capsys, argv) -> str:
 
 
 @pytest.fixture
-def data(tmp_path):
+def data(tmp_path, monkeypatch):
+    (tmp_path / "shaping_reward.py").write_text(SHAPING)  # the recipes' dotted-path reward resolves before the data
+    monkeypatch.syspath_prepend(str(tmp_path))
     return make_wildsci_dataset(tmp_path / "ds", n_train=8, n_test=4)
 
 
@@ -382,12 +384,74 @@ def test_vllm_outside_trl_window_or_without_gpu_is_one_line(tmp_path, capsys, da
 
 
 def test_gpu_recipe_vllm_settings_are_checked_before_launch(tmp_path, capsys):
-    """The 8-GPU recipe (vLLM colocate) on this machine: vLLM missing, outside TRL's window, or no CUDA -- one line,
-    before any model is fetched."""
+    """The 8-GPU recipe's vLLM keys (colocate) on this machine: vLLM missing, outside TRL's window, or no CUDA -- one
+    line, before any model is fetched (the CPU and precision guards let it through: --use_cpu, ZeRO's fp32 copy
+    allowed explicitly)."""
     recipe = ROOT / "recipes/grpo/qwen2.5-7b-instruct.yaml"
-    line = _err(capsys, ["--config", str(recipe), "--bf16", "false", "--output_dir", str(tmp_path / "out")])
+    over = ["--bf16", "false", "--use_cpu", "true", "--allow_half_precision_optimizer", "true"]
+    line = _err(capsys, ["--config", str(recipe), *over, "--output_dir", str(tmp_path / "out")])
     assert "use_vllm" in line and any(s in line for s in ("not installed", "supports vLLM", "needs a CUDA GPU"))
     assert not (tmp_path / "out").exists()
+
+
+def test_gpu_recipe_on_a_machine_without_cuda_is_refused_with_the_reason(tmp_path, capsys):
+    """use_cpu false means a GPU run: without CUDA it would train on the CPU at a fraction of the speed, silently."""
+    import torch
+
+    recipe = ROOT / "recipes/grpo/qwen2.5-1.5b-instruct.yaml"
+    line = _err(capsys, ["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
+    assert "this recipe trains on a GPU (use_cpu is false) but CUDA cannot be used" in line
+    if torch.version.cuda is None:  # this kit's CPU install
+        assert f"the installed torch {torch.__version__} is built without CUDA" in line
+    assert "set use_cpu: true" in line
+
+
+def test_half_precision_weights_without_deepspeed_or_fsdp_are_refused(tmp_path, capsys, data):
+    recipe = tiny_recipe(tmp_path, "tiny:qwen2", data, dtype="bfloat16")
+    line = _err(capsys, ["--config", str(recipe)])
+    assert "dtype bfloat16 without DeepSpeed or FSDP" in line and "allow_half_precision_optimizer" in line
+    seven_b = ROOT / "recipes/grpo/qwen2.5-7b-instruct.yaml"  # launched without its zero3.yaml
+    cpu = ["--use_cpu", "true", "--bf16", "false"]  # past the device guard (this machine has no GPU)
+    line = _err(capsys, ["--config", str(seven_b), *cpu, "--output_dir", str(tmp_path / "out7")])
+    assert "dtype bfloat16 without DeepSpeed or FSDP" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--learning_rate", "-1"], "learning_rate -1.0 -- give a positive rate"),
+        (["--temperature", "0"], "temperature 0.0 -- give a positive temperature"),
+        (["--top_p", "1.5"], "top_p 1.5 -- give a share in (0, 1]"),
+        (["--beta", "-0.1"], "beta -0.1 -- give 0"),
+        (["--weight_decay", "-1"], "weight_decay -1.0"),
+        (["--save_total_limit", "0"], "save_total_limit 0"),
+        (["--reward_weights", "1", "2"], "reward_weights has 2 entries for 3 reward_funcs"),
+        (["--plan_device", "h100-8gb"], "plan_device 'h100-8gb' unknown"),
+    ],
+)
+def test_values_are_refused_before_any_model_or_data_loads(tmp_path, capsys, data, monkeypatch, args, expected):
+    """Each value is refused in one line with the data and the model out of reach: loading either would fail."""
+    import wildsci.grpo.checks as checks
+    import wildsci.grpo.data as grpo_data
+
+    def never(*a, **k):
+        raise AssertionError("loaded before the value was checked")
+
+    monkeypatch.setattr(checks, "resolve_model", never)
+    monkeypatch.setattr(grpo_data, "load_wildsci", never)
+    recipe = tiny_recipe(tmp_path, "tiny:qwen2", data)
+    assert expected in _err(capsys, ["--config", str(recipe), *args])
+
+
+@pytest.mark.parametrize("kind", ["data", "eval"])
+def test_a_recipe_of_another_kind_names_its_command(tmp_path, capsys, kind):
+    path = sorted((ROOT / "recipes" / kind).glob("*.yaml"))[0]
+    line = _err(capsys, ["--config", str(path)])
+    assert f"this is {'an' if kind == 'eval' else 'a'} {kind} recipe, not a grpo recipe" in line
+    assert f"wildsci {'build' if kind == 'data' else 'eval'} RECIPE" in line
+    copy = tmp_path / "elsewhere.yaml"  # stored outside recipes/<kind>/: told apart by its keys
+    copy.write_text(path.read_text())
+    assert f"this is {'an' if kind == 'eval' else 'a'} {kind} recipe" in _err(capsys, ["--config", str(copy)])
 
 
 def test_failed_training_removes_the_output_folder_it_created(tmp_path, data, monkeypatch):

@@ -71,11 +71,16 @@ def vllm_window_problem() -> str | None:
     return None
 
 
-def check_vllm(args: Any) -> None:
-    """``use_vllm``: vLLM installed and inside TRL's window, a GPU for colocate mode, sane memory share."""
+def check_vllm(args: Any, planning: bool = False) -> None:
+    """``use_vllm``: vLLM installed and inside TRL's window, a GPU for colocate mode, sane memory share.
+
+    ``planning`` (a dry run for a named device): the values are checked, not this machine's vLLM and GPU.
+    """
     if not args.use_vllm:
         return
-    problem = vllm_window_problem()
+    if args.vllm_mode not in ("colocate", "server"):
+        raise UserError(f"vllm_mode {args.vllm_mode!r} unknown -- use colocate or server")
+    problem = None if planning else vllm_window_problem()
     if problem:
         raise UserError(
             f"use_vllm is true but {problem} -- install the resolved GPU set "
@@ -84,7 +89,7 @@ def check_vllm(args: Any) -> None:
     if args.vllm_mode == "colocate":
         import torch
 
-        if args.use_cpu or not torch.cuda.is_available():
+        if not planning and (args.use_cpu or not torch.cuda.is_available()):
             raise UserError(
                 "use_vllm with vllm_mode colocate needs a CUDA GPU, and this run has none -- set use_vllm: false "
                 "to generate with transformers"
@@ -94,8 +99,6 @@ def check_vllm(args: Any) -> None:
                 f"vllm_gpu_memory_utilization {args.vllm_gpu_memory_utilization} is not a share of the GPU memory "
                 "-- give a value in (0, 1], e.g. 0.3 when training shares the GPU"
             )
-    elif args.vllm_mode != "server":
-        raise UserError(f"vllm_mode {args.vllm_mode!r} unknown -- use colocate or server")
 
 
 def check_rotations(option_rotations: int, args: Any, where: str) -> None:

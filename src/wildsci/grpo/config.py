@@ -10,6 +10,7 @@ one step, a batch of 0 fails deep inside training) and states its batch rule wit
 
 from __future__ import annotations
 
+import contextvars
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,34 @@ class WildSciGRPOArguments:
     letter_share_window: int = field(
         default=8, metadata={"help": "Logged steps pooled by the one-letter guard (it judges from 20 answers on)."}
     )
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "help": "Run every check and print the memory plan (with plan_device, or on a GPU), then stop before "
+            "the model's weights are loaded."
+        },
+    )
+    plan_device: str | None = field(
+        default=None,
+        metadata={
+            "help": "Plan memory for this device instead of the one found (dry_run): h100-80gb, h200-141gb, "
+            "a100-80gb, a100-40gb, l40s-48gb, or a size such as 24gib."
+        },
+    )
+    plan_launch: str | None = field(
+        default=None,
+        metadata={
+            "help": "With plan_device: plan for the launch this accelerate config describes (processes, ZeRO stage, "
+            "FSDP), e.g. recipes/accelerate/zero3.yaml; default: this launch."
+        },
+    )
+    allow_half_precision_optimizer: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow dtype bfloat16/float16 without DeepSpeed or FSDP, i.e. a half-precision AdamW with no fp32 "
+            "master weights (small updates round away; docs/grpo.md, 'Precision')."
+        },
+    )
 
     def __post_init__(self) -> None:
         bad = [v for v in self.voting_types or [] if v not in VOTING_TYPES]
@@ -152,6 +181,16 @@ class WildSciGRPOArguments:
             )
         if self.format_warmup_steps < 0:
             raise UserError(f"format_warmup_steps {self.format_warmup_steps} -- give 0 or more reward calls")
+        if self.plan_launch is not None and self.plan_device is None:
+            raise UserError("plan_launch is set without plan_device -- add e.g. --plan_device h100-80gb")
+        if self.plan_device is not None:
+            from wildsci.grpo.memory import parse_device
+
+            parse_device(self.plan_device)  # an unknown device is refused here, before anything loads
+
+
+#: True while a dry run plans for a named device (``--dry-run --plan_device``): this machine's device is not checked
+PLANNING: contextvars.ContextVar[bool] = contextvars.ContextVar("wildsci_grpo_planning", default=False)
 
 
 def enum_value(x: Any) -> Any:
@@ -168,12 +207,23 @@ class GRPOConfig(trl.GRPOConfig):
     """
 
     def __post_init__(self) -> None:
+        from wildsci.grpo.launch import check_device
+
         self._check_counts()
+        self._check_values()
         self._check_batch(int(os.environ.get("WORLD_SIZE", "1")))
+        planning = PLANNING.get()
+        if not planning:
+            check_device(self)  # before transformers' own bf16 rule, which does not say why the GPU is missing
+        use_cpu = self.use_cpu
+        if planning:  # a plan for a GPU made on a CPU: transformers would refuse bf16 here; the run is not here
+            self.use_cpu = True
         try:
             super().__post_init__()
         except ValueError as e:  # TRL's and transformers' own rules: one line, not a traceback
             raise UserError(first_line(e)) from None
+        finally:
+            self.use_cpu = use_cpu
 
     def _check_counts(self) -> None:
         if self.max_steps == 0 or self.max_steps < -1:
@@ -203,6 +253,36 @@ class GRPOConfig(trl.GRPOConfig):
                 f"num_generations is {self.num_generations}; GRPO compares at least 2 completions per prompt -- "
                 "set num_generations to 2 or more"
             )
+
+    def _check_values(self) -> None:
+        """Values TRL or torch would refuse only after the model and data are loaded (or never)."""
+        rules = [
+            ("learning_rate", self.learning_rate > 0, "give a positive rate, e.g. 1e-6"),
+            ("weight_decay", self.weight_decay >= 0, "give 0 or more"),
+            ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm >= 0, "give 0 (no clipping) or more"),
+            ("warmup_steps", self.warmup_steps >= 0, "give 0 or more"),
+            ("temperature", self.temperature > 0, "give a positive temperature, e.g. 1.0"),
+            ("top_p", 0 < self.top_p <= 1, "give a share in (0, 1]"),
+            ("beta", self.beta >= 0, "give 0 (no KL term) or more"),
+            ("epsilon", self.epsilon > 0, "give a positive clipping range, e.g. 0.2"),
+            ("num_iterations", self.num_iterations >= 1, "give 1 or more"),
+            ("adam_beta1", 0 <= self.adam_beta1 < 1, "give a value in [0, 1)"),
+            ("adam_beta2", 0 <= self.adam_beta2 < 1, "give a value in [0, 1)"),
+            ("adam_epsilon", self.adam_epsilon > 0, "give a small positive value, e.g. 1e-8"),
+        ]
+        if self.top_k is not None:
+            rules.append(("top_k", self.top_k >= 0, "give 0 (off) or more"))
+        if self.save_total_limit is not None:
+            rules.append(("save_total_limit", self.save_total_limit >= 1, "give 1 or more, or null to keep all"))
+        if self.vllm_max_model_length is not None:
+            rules.append(("vllm_max_model_length", self.vllm_max_model_length > 0, "give a positive token count"))
+        for name, ok, fix in rules:
+            if not ok:
+                raise UserError(f"{name} {getattr(self, name)} -- {fix}")
+        for name in ("warmup_ratio",):
+            v = getattr(self, name, None)
+            if v is not None and not 0 <= v <= 1:
+                raise UserError(f"{name} {v} is not a fraction -- give a value between 0 and 1")
 
     def _check_batch(self, world_size: int) -> None:
         """TRL's rule with the fix: the generation batch must hold whole groups of ``num_generations``."""

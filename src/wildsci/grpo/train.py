@@ -32,9 +32,10 @@ from wildsci.grpo.checks import (
     check_vllm,
     resolve_resume,
 )
-from wildsci.grpo.config import enum_value, recipe_dataclasses
+from wildsci.grpo.config import PLANNING, enum_value, recipe_dataclasses
 from wildsci.grpo.data import dataset_provenance, load_split
 from wildsci.grpo.hub import push_model, write_model_card
+from wildsci.grpo.launch import check_precision, check_processes, check_sharding, config_name, rank_note
 from wildsci.metrics import Guards, RolloutCollector, WildSciMetricsCallback, final_summary, read_metrics
 from wildsci.recipes import check_flat, load_yaml
 from wildsci.redact import REDACTED, is_secret_name, scrub, scrub_args, secret_values
@@ -68,6 +69,7 @@ def parse(argv: list[str], recipe: dict[str, Any], source: str) -> tuple[Any, An
         # a required key given on the command line only (--dataset_name x) is the parser's to check
         on_cli = {n for n, _ in overrides(argv)} & required_keys()
         check_flat({**dict.fromkeys(on_cli - set(flat), "(command line)"), **flat}, recipe_dataclasses(), source)
+    PLANNING.set(planning_requested(argv, flat))
     parser = TrlParser(recipe_dataclasses(), prog=PROG)
     parser.error = _argparse_error  # type: ignore[method-assign]
     resume = parser._option_string_actions["--resume_from_checkpoint"]
@@ -78,6 +80,20 @@ def parse(argv: list[str], recipe: dict[str, Any], source: str) -> tuple[Any, An
         raise UserError(str(e) if str(e).startswith(f"{source}:") else f"{source}: {e}") from None
     except ValueError as e:
         raise UserError(f"{source}: {first_line(e)}") from None
+
+
+def planning_requested(argv: list[str], recipe: dict[str, Any]) -> bool:
+    """``dry_run`` with ``plan_device`` (recipe or command line): a plan for a device this machine need not have."""
+    values = {k: v for k, v in recipe.items() if k in ("dry_run", "plan_device")}
+    for i, a in enumerate(argv):
+        name, _, inline = a[2:].partition("=") if a.startswith("--") else ("", "", "")
+        name = name.replace("-", "_")
+        if name == "plan_device":
+            values[name] = inline or (argv[i + 1] if i + 1 < len(argv) else None)
+        elif name == "dry_run":
+            nxt = inline or (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true")
+            values[name] = str(nxt).lower() in ("true", "1", "yes")
+    return bool(values.get("dry_run")) and bool(values.get("plan_device"))
 
 
 def required_keys() -> set[str]:
@@ -109,6 +125,11 @@ def remove_if_empty(out: Path) -> None:
 def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
     """Parse, check, train, save, card, push. Returns the final metrics record."""
     cfg = config_path(argv)
+    if cfg:
+        from wildsci.cli import RECIPE_KINDS
+        from wildsci.recipes import expect_kind
+
+        expect_kind(cfg, "grpo", RECIPE_KINDS)  # a data or eval recipe: say so, not "unknown key"
     recipe = load_yaml(cfg) if cfg else {}
     secrets |= secret_values([], recipe)
     script, args, model_args = parse(argv, recipe, cfg or "command line")
@@ -122,16 +143,27 @@ def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
             ", ".join(removed),
         )
 
+    where = cfg or "command line"
     if enum_value(args.eval_strategy) != "no" and not script.dataset_test_split:
-        where = cfg or "command line"
         raise UserError(f"{where}: eval_strategy is set but dataset_test_split is not -- add e.g. validation")
     out = check_output_dir(args.output_dir)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    check_vllm(args)
-    check_rotations(script.option_rotations, args, cfg or "command line")
+    planning = script.dry_run and script.plan_device is not None  # planning for a device that is not here
+    check_precision(args, model_args, script.allow_half_precision_optimizer, where)
+    if not planning:  # the device itself is checked in GRPOConfig.__post_init__
+        check_processes(args)
+        check_sharding(args, config_name())
+    check_vllm(args, planning=planning)
+    check_rotations(script.option_rotations, args, where)
     push, args.push_to_hub = args.push_to_hub, False  # we push once, at the end, without the checkpoints
     token = check_push(push, args.hub_model_id, removed.get("hub_token"))
+    rewards_named(script, args)  # a reward that does not resolve fails here, before the data and the model
     model_path = check_model(model_args.model_name_or_path, model_args.model_revision, args.trust_remote_code)
+    if not planning:
+        log.info("%s: launched as %s", rank_note(args), describe(args))
+    plan = memory_plan(script, args, model_args, model_path, where, planning)
+    if script.dry_run:
+        return {"dry_run": True, "fits": plan.fits if plan else None}
 
     created = not out.exists()
     try:
@@ -140,6 +172,34 @@ def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
         if created:
             remove_if_empty(out)
         raise
+
+
+def rewards_named(script: Any, args: Any) -> None:
+    """Resolve every reward (names, dotted paths, one weight each) without building the run's collector."""
+    build_rewards(script.reward_funcs, args.reward_weights, format_partial_credit=script.format_partial_credit)
+
+
+def describe(args: Any) -> str:
+    """One phrase for the log: what accelerate set up, so a launch that did not do what was asked shows it."""
+    kind = str(args.distributed_state.distributed_type).rsplit(".", 1)[-1]
+    return f"{kind}, {args.world_size} process(es), device {args.device}"
+
+
+def memory_plan(script: Any, args: Any, model_args: Any, model_path: str, where: str, planning: bool):
+    """Print the memory plan (rank 0) and refuse one that does not fit; ``None`` where there is nothing to plan
+    for (the CPU without --plan_device: RAM is not the limit a plan is for)."""
+    from wildsci.grpo.memory import device_capacity, plan_for_run
+
+    capacity = device_capacity(script.plan_device, args, planning)
+    if capacity is None:
+        if script.dry_run:
+            log.info("dry run: no GPU to plan for -- add --plan_device h100-80gb (or another) to see the memory plan")
+        return None
+    plan = plan_for_run(script, args, model_args, model_path, capacity)
+    if planning or args.process_index == 0:
+        print(plan.table(), flush=True)
+    plan.refuse_if_too_big(where)
+    return plan
 
 
 def _train(script, args, model_args, model_path, out, resume, cfg, over, secrets, token) -> dict[str, Any]:
@@ -184,7 +244,9 @@ def _train(script, args, model_args, model_path, out, resume, cfg, over, secrets
     except ValueError as e:
         raise UserError(f"{cfg}: use_peft: {first_line(e)}") from None
 
-    trainer = GRPOTrainer(
+    # device_map None: TRL's default ("auto" off the CPU) would spread one process's model over every visible GPU
+    args.model_init_kwargs.setdefault("device_map", None)
+    trainer = WildSciGRPOTrainer(
         model=model_path,
         reward_funcs=rewards,
         args=args,
@@ -222,9 +284,18 @@ def _train(script, args, model_args, model_path, out, resume, cfg, over, secrets
             url = push_model(out, args.hub_model_id, private=private, token=token)
             log.info("pushed to %s (%s)", args.hub_model_id, "private" if private else "public")
             print(f"pushed: {url}")
-    if hasattr(trainer, "end"):  # transformers >= 5.2x: finishes the trackers and the process group
-        trainer.end()
+    # transformers 5.17's Trainer has no end(): accelerate's end_training finishes its trackers and destroys the
+    # process group (torch warns at exit about a group left behind)
+    trainer.accelerator.end_training()
     return final
+
+
+class WildSciGRPOTrainer(GRPOTrainer):
+    """TRL's trainer without TRL's stock model card: it writes one at every checkpoint, so an interrupted run
+    left a card "fine-tuned version of [None]" in output_dir. The kit writes its own card once, at the end."""
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
