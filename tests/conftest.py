@@ -12,8 +12,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-#: the session's real vLLM CPU server (fixture ``vllm_server``), shared by every test module that uses it
-pytest_plugins = ["vllm_fixtures"]
+#: session fixtures shared by every test module: the real vLLM CPU server (``vllm_server``) and the real one-node
+#: Slurm cluster (``slurm_cluster``)
+pytest_plugins = ["vllm_fixtures", "slurm_fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]
 #: CI (``.ci/run`` sets CI=true) must not pass by skipping: missing data, a model, a browser or a server fails there.

@@ -22,12 +22,13 @@ from wildsci.builder.label import LabelConfig
 from wildsci.builder.options import OptionsConfig
 from wildsci.builder.split import SplitConfig
 from wildsci.builder.vote import VoteConfig
+from wildsci.cluster.config import ExecutorConfig
 from wildsci.llm.backends import BackendConfig
 from wildsci.recipes import load_recipe
 
 #: keys that change where/how a build is written or published, not what it contains (excluded from the
 #: content hash, so e.g. ``--output-dir`` or ``--push`` never invalidates checkpoints)
-NON_CONTENT_KEYS = ("output_dir", "hub_repo_id", "private", "card", "merge_from", "cache_path")
+NON_CONTENT_KEYS = ("output_dir", "hub_repo_id", "private", "card", "merge_from", "cache_path", "executor")
 
 
 @dataclass
@@ -83,6 +84,13 @@ class BuildRecipe:
         default=None,
         metadata={"help": "LLM call cache (sqlite); default <output_dir>/.wildsci_build/llm_cache.sqlite."},
     )
+    executor: ExecutorConfig = field(
+        default_factory=ExecutorConfig,
+        metadata={
+            "help": "Where the build runs: inprocess (default), local (a process pool) or slurm (an array job), "
+            "one task per shard, then the merge. See docs/scale_out.md."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.sources and not self.merge_from:
@@ -91,6 +99,11 @@ class BuildRecipe:
             self.shard_tuple()  # validates
         if self.shard is not None and self.merge_from:
             raise ValueError("shard and merge_from are exclusive: build the shards first, then merge them")
+        if self.executor.kind != "inprocess" and (self.shard is not None or self.merge_from):
+            raise ValueError(
+                "executor.kind local/slurm runs the shards and the merge itself -- drop shard/merge_from "
+                "(they are the low-level interface the executor uses)"
+            )
         if self.max_papers is not None and self.max_papers < 1:
             raise ValueError("max_papers must be at least 1 (or null)")
 

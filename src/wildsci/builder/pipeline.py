@@ -205,8 +205,12 @@ def run_build(
     push: bool = False,
     overrides: dict[str, Any] | None = None,
     overwrite: bool = False,
+    command: str | None = None,
 ) -> dict[str, Any] | None:
     """Build (or plan, or push) the dataset of a data recipe. Returns the build report (``None`` for a dry run).
+
+    ``command`` is the command line the card shows (default: this process's ``wildsci build ...``); an executor's
+    merge passes the user's, since it runs inside a job.
 
     Every way it can fail prints the stage table of what was done, then one line naming the cause.
     """
@@ -225,14 +229,16 @@ def run_build(
     claim_output_dir(out, overwrite)
     stages: list[dict] = []
     try:
-        return _build(recipe, recipe_path, out, stages, push)
+        return _build(recipe, recipe_path, out, stages, push, command)
     except (Exception, KeyboardInterrupt):
         if stages:
             summary_table(stages, f"{recipe.name}: stopped after {stages[-1]['name']}")
         raise
 
 
-def _build(recipe: BuildRecipe, recipe_path: str | Path, out: Path, stages: list[dict], push: bool) -> dict[str, Any]:
+def _build(
+    recipe: BuildRecipe, recipe_path: str | Path, out: Path, stages: list[dict], push: bool, command: str | None = None
+) -> dict[str, Any]:
     t0 = time.time()
     recipe_hash = content_hash(recipe)
     # the benchmarks are read now, not after every LLM call was paid for: an unreachable one fails here
@@ -309,9 +315,12 @@ def _build(recipe: BuildRecipe, recipe_path: str | Path, out: Path, stages: list
         # extras for the card (not part of the downstream contract)
         "name": recipe.name,
         "command": redact_text(  # a token typed on the command line must not travel on into a shared card
-            "wildsci build " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-            if sys.argv[1:2] == ["build"]
-            else f"wildsci build {recipe_path}"
+            command
+            or (
+                "wildsci build " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+                if sys.argv[1:2] == ["build"]
+                else f"wildsci build {recipe_path}"
+            )
         ),
         "source_licenses": _source_licenses(rows),
         "generator": recipe.generator.describe(),

@@ -1,0 +1,482 @@
+"""``wildsci build`` on an executor: the shards as datatrove tasks (local pool or Slurm array job), then the merge.
+
+    wildsci build RECIPE --executor.kind local --executor.tasks 4 --executor.workers 2
+    wildsci build RECIPE --executor.kind slurm --executor.tasks 64 [--wait]      # submits, returns the job ids
+    wildsci build RECIPE --status                                               # ranks, merge, causes, logs
+
+One command, rerun to resume: datatrove runs only the ranks without a completion file, and inside a rank the
+builder's checkpoints and call cache answer everything already done. Everything the run keeps lives in
+``<output_dir>/.wildsci_build/executor/`` (``executor.logging_dir``): the recipe as submitted, ``state.json`` (the
+recipe's hash, the task count, the Slurm job ids), and per stage (``build``, ``merge``) datatrove's completions and
+sbatch script plus the kit's per-rank logs, attempts and failure records (:mod:`wildsci.cluster.executors`).
+
+``inprocess`` (the default) is :func:`wildsci.builder.pipeline.run_build`, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from wildsci.builder.config import BuildRecipe
+from wildsci.builder.console import log
+from wildsci.builder.pipeline import run_build
+from wildsci.builder.plan import build_plan, preflight
+from wildsci.builder.state import STATE_DIR, base_hash, claim_output_dir, write_atomic
+from wildsci.cluster import slurm
+from wildsci.cluster.config import ExecutorConfig
+from wildsci.cluster.status import RankView, killed_detail, progress_line, render, slurm_queue, stage_views
+from wildsci.errors import UserError
+from wildsci.recipes import from_dict, load_yaml, merge_overrides
+from wildsci.redact import redact_text
+
+#: a stand-in base_url for the checks made before submission, when each task starts its own server
+PER_TASK_URL = "http://per-task-server/v1"
+
+
+def build_command(
+    recipe_path: str | Path,
+    output_dir: str | None = None,
+    dry_run: bool = False,
+    push: bool = False,
+    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    status: bool = False,
+    wait: bool = False,
+) -> None:
+    """What ``wildsci build`` does: in process, on a local pool, or on Slurm, as the recipe's ``executor`` says."""
+    overrides = dict(overrides or {})
+    data = load_yaml(recipe_path)
+    merged = merge_overrides(data, {**overrides, **({"output_dir": output_dir} if output_dir else {})})
+    recipe = from_dict(BuildRecipe, merged, str(recipe_path))
+    ex = recipe.executor
+    out = Path(recipe.output_dir).resolve()
+    root = Path(ex.logging_dir).resolve() if ex.logging_dir else out / STATE_DIR / "executor"
+    if status:
+        show_status(recipe_path, root)
+        return
+    if ex.kind == "inprocess":
+        if wait:
+            raise UserError("--wait follows an executor's jobs, but executor.kind is inprocess -- drop --wait")
+        run_build(
+            recipe_path, output_dir=output_dir, dry_run=dry_run, push=push, overrides=overrides, overwrite=overwrite
+        )
+        return
+    _preflight(recipe, push)
+    command = redact_text("wildsci " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    job = _job(recipe, merged, out, root, push, command)
+    if dry_run:
+        print_plan(recipe, job, ex)
+        return
+    if ex.kind == "local" and wait:
+        raise UserError("--wait follows Slurm jobs; the local executor already runs in the foreground -- drop --wait")
+    claim_output_dir(out, overwrite)
+    state = _prepare(recipe, merged, job, root)
+    if ex.kind == "local":
+        run_local(recipe, job, ex, root, state, recipe_path)
+    else:
+        submit_slurm(recipe, job, ex, root, state, recipe_path, wait)
+
+
+def _preflight(recipe: BuildRecipe, push: bool) -> None:
+    """The builder's own checks (files, models, keys, push) before anything is written or submitted."""
+    if recipe.executor.kind == "slurm":
+        slurm.require_slurm()
+    if recipe.executor.server is not None:
+        if recipe.generator.backend != "openai":
+            raise UserError(
+                "executor.server starts a model server per task, but generator.backend is "
+                f"{recipe.generator.backend!r} -- set generator.backend: openai (its base_url is set per task)"
+            )
+        recipe.generator.base_url = recipe.generator.base_url or PER_TASK_URL
+        for v in recipe.voters:
+            if v.backend == "openai" and v.model == recipe.generator.model:
+                v.base_url = v.base_url or PER_TASK_URL
+        if recipe.labeler is not None and recipe.labeler.backend == "openai":
+            recipe.labeler.base_url = recipe.labeler.base_url or PER_TASK_URL
+    preflight(recipe, push)
+
+
+def _job(recipe: BuildRecipe, merged: dict, out: Path, root: Path, push: bool, command: str):
+    from wildsci.cluster.executors import BuildJob
+
+    ex = recipe.executor
+    return BuildJob(
+        recipe=str(root / "recipe.yaml"),
+        out=str(out),
+        tasks=ex.tasks,
+        logging_dir=str(root),
+        push=push,
+        command=command,
+        server=asdict(ex.server) if ex.server else None,
+    )
+
+
+def _identity(recipe: BuildRecipe) -> dict[str, Any]:
+    """What completed ranks depend on: the recipe's content (without the shard) and how the papers are split."""
+    return {"base_hash": base_hash(recipe), "tasks": recipe.executor.tasks}
+
+
+def _prepare(recipe: BuildRecipe, merged: dict, job: Any, root: Path) -> dict[str, Any]:
+    """Snapshot the recipe for the ranks; forget completions made from another recipe or another task count."""
+    root.mkdir(parents=True, exist_ok=True)
+    state = json.loads((root / "state.json").read_text(encoding="utf-8")) if (root / "state.json").is_file() else {}
+    ident = _identity(recipe)
+    if state and state.get("identity") != ident:
+        old_jobs = [str(state.get(s, {}).get("job_id") or "") for s in ("build", "merge")]
+        if state.get("kind") == "slurm" and slurm.queued([j for j in old_jobs if j and j != "-1"]):
+            raise UserError(
+                f"{root}: jobs of an earlier submission ({', '.join(j for j in old_jobs if j)}) are still queued, "
+                "and the recipe or task count changed since -- scancel them first, then rerun"
+            )
+        what = (
+            "the recipe changed"
+            if state.get("identity", {}).get("base_hash") != ident["base_hash"]
+            else (f"the task count changed ({state.get('identity', {}).get('tasks')} -> {ident['tasks']})")
+        )
+        dropped = 0
+        for stage in ("build", "merge"):
+            for p in (root / stage / "completions").glob("*"):
+                p.unlink()
+                dropped += 1
+        log(
+            f"{what} since the last run: all {ident['tasks']} ranks run again ({dropped} completions dropped; "
+            "each shard's LLM call cache is kept)"
+        )
+        state = {}
+    # the ranks read this copy, never the user's file: editing the recipe while jobs wait cannot change them
+    snap = {k: v for k, v in merged.items() if k != "executor"}
+    snap["output_dir"] = job.out
+    write_atomic(root / "recipe.yaml", [yaml.safe_dump(snap, sort_keys=False, allow_unicode=True)])
+    state.update({"identity": ident, "kind": recipe.executor.kind, "tasks": recipe.executor.tasks, "out": job.out})
+    _save_state(root, state)
+    return state
+
+
+def _save_state(root: Path, state: dict[str, Any]) -> None:
+    write_atomic(root / "state.json", [json.dumps(state, indent=1) + "\n"])
+
+
+# ---------------------------------------------------------------------------------------------------- local pool
+class _Monitor(threading.Thread):
+    """Prints the progress line while the local pool runs, and notices a rank whose process was killed.
+
+    datatrove's pool waits forever for a task whose worker died (SIGKILL, the OOM killer): once no rank is running
+    any more and one was killed, the monitor interrupts the main thread, which reports it instead of hanging.
+    """
+
+    def __init__(self, stage_dir: Path, job: Any, tty: Any) -> None:
+        super().__init__(daemon=True)
+        self.stage_dir, self.job, self.tty = stage_dir, job, tty
+        self.stop = threading.Event()
+        self.killed: list[int] = []
+        self.t0 = time.time()
+
+    def run(self) -> None:
+        last, last_at, settled = "", 0.0, 0.0
+        while not self.stop.wait(1.0):
+            views = stage_views(self.stage_dir, self.job.tasks, {}, self.job.shard_dir)
+            line = progress_line(views, None, self.t0)
+            if line.split(" · ")[0] != last.split(" · ")[0] or time.time() - last_at > 30:
+                print(f"wildsci build: {line}", file=self.tty, flush=True)
+                last, last_at = line, time.time()
+            killed = [v.rank for v in views if v.state == "killed"]
+            if killed and not any(v.state == "running" for v in views):
+                settled = settled or time.time()
+                if time.time() - settled > 5:  # nothing else will finish: stop waiting on the lost task
+                    self.killed = killed
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+            else:
+                settled = 0.0
+
+
+def run_local(
+    recipe: BuildRecipe, job: Any, ex: ExecutorConfig, root: Path, state: dict, recipe_path: str | Path
+) -> None:
+    from wildsci.cluster.executors import BuildShard, LocalExecutor, MergeShards, quiet_datatrove
+
+    quiet_datatrove()
+    build = LocalExecutor([BuildShard(job)], tasks=ex.tasks, workers=ex.workers, logging_dir=str(root / "build"))
+    todo = build.get_incomplete_ranks()
+    log(
+        f"local executor: {len(todo)} of {ex.tasks} shards to build ({ex.tasks - len(todo)} done before), "
+        f"{min(ex.concurrent, max(1, len(todo)))} at a time; per-rank logs in {root / 'build' / 'ranks'}"
+    )
+    tty = os.fdopen(os.dup(2), "w")  # ranks run with stderr sent to their logs; the progress line goes here
+    monitor = _Monitor(root / "build", job, tty)
+    monitor.start()
+    try:
+        build.run()
+    except KeyboardInterrupt:
+        if not monitor.killed:
+            raise
+    finally:
+        monitor.stop.set()
+        monitor.join()
+        tty.close()
+    views = stage_views(root / "build", ex.tasks, {}, job.shard_dir)
+    failed = [v for v in views if v.state != "done"]
+    if failed:
+        render(f"{recipe.name}: local executor, {ex.tasks} shards", views, None, Console(stderr=True))
+        raise UserError(_failed_line(failed, recipe_path))
+    log("all shards built; merging (dedup, decontamination, split, parquet, card)")
+    merge = LocalExecutor([MergeShards(job)], tasks=1, workers=1, logging_dir=str(root / "merge"))
+    merge.run()
+    _merged_or_fail(root, job)
+
+
+def _failed_line(failed: list[RankView], recipe_path: str | Path) -> str:
+    v = failed[0]
+    more = f" (and {len(failed) - 1} more rank(s), in the table above)" if len(failed) > 1 else ""
+    return (
+        f"rank {v.rank} {v.state}: {v.detail or 'see its log'} -- log: {v.log or '(none)'}{more}; fix the cause, "
+        f"then rerun the same command: only the unfinished ranks run (`wildsci build {recipe_path} --status`)"
+    )
+
+
+def _merged_or_fail(root: Path, job: Any) -> None:
+    (view,) = stage_views(root / "merge", 1, {})
+    if view.state != "done":
+        raise UserError(f"the merge {view.state}: {view.detail or 'see its log'} -- log: {view.log}")
+    report = json.loads((Path(job.out) / "build_report.json").read_text(encoding="utf-8"))
+    log(f"dataset: {sum(report['splits'].values())} questions {report['splits']} in {job.out}")
+
+
+# ---------------------------------------------------------------------------------------------------- Slurm
+def _slurm_executors(job: Any, ex: ExecutorConfig, root: Path, recipe: BuildRecipe, dry: bool = False):
+    from wildsci.cluster.executors import BuildShard, MergeShards, SlurmExecutor
+
+    common = {
+        "time": ex.time,
+        "partition": ex.partition,
+        "qos": ex.qos or "",
+        "env_command": ex.env_command or slurm.default_env_command(),
+        "sbatch_args": dict(ex.sbatch_args),
+        "requeue": False,  # a failed rank is rerun by the user's rerun, after the cause is fixed
+        "mail_type": "NONE",
+    }
+    build = SlurmExecutor(
+        [BuildShard(job)],
+        tasks=ex.tasks,
+        workers=ex.workers,
+        cpus_per_task=ex.cpus_per_task,
+        mem_per_cpu_gb=ex.mem_per_cpu_gb,
+        gpus_per_task=ex.gpus_per_task,
+        job_name=ex.job_name or f"wildsci-build-{recipe.name}",
+        logging_dir=str(root / "build"),
+        **common,
+    )
+    merge = SlurmExecutor(
+        [MergeShards(job)],
+        tasks=1,
+        cpus_per_task=1,
+        mem_per_cpu_gb=max(ex.mem_per_cpu_gb, 4),
+        job_name=(ex.job_name or f"wildsci-build-{recipe.name}") + "-merge",
+        logging_dir=str(root / "merge"),
+        depends=build,
+        **common,
+    )
+    for e in (build, merge):
+        e.dry, e.chdir = dry, os.getcwd()
+    return build, merge
+
+
+def submit_slurm(
+    recipe: BuildRecipe, job: Any, ex: ExecutorConfig, root: Path, state: dict, recipe_path: str | Path, wait: bool
+) -> None:
+    from wildsci.cluster.executors import quiet_datatrove
+
+    by_rank, merge_q, active = slurm_queue(state)
+    if by_rank or (merge_q and merge_q.reason != "DependencyNeverSatisfied"):
+        ids = sorted({t.job_id for t in active})
+        raise UserError(
+            f"this build's jobs {', '.join(ids)} are still queued or running -- follow them with "
+            f"`wildsci build {recipe_path} --status` (or --wait), or `scancel {' '.join(ids)}` to stop them"
+        )
+    if merge_q is not None:  # it waits on a rank that failed: it can never start; the rerun submits a new one
+        slurm.cancel([merge_q.job_id])
+        log(f"cancelled merge job {merge_q.job_id}, which waited on a failed rank (DependencyNeverSatisfied)")
+    quiet_datatrove()
+    build, merge = _slurm_executors(job, ex, root, recipe)
+    todo = build.get_incomplete_ranks()
+    if not todo and not merge.get_incomplete_ranks():
+        log(f"nothing to do: every shard and the merge are complete -- the dataset is in {job.out}")
+        return
+    merge.run()  # submits the build's array job first (only the ranks without a completion), then the merge
+    state["build"] = {"job_id": str(build.job_id), "ranks": todo}
+    state["merge"] = {"job_id": str(merge.job_id)}
+    state["submitted"] = time.time()
+    _save_state(root, state)
+    if build.job_id not in (None, -1):
+        log(
+            f"submitted shards {_ranges(todo)} of {ex.tasks} as Slurm array job {build.job_id} "
+            f"({min(ex.concurrent, len(todo))} at a time); script: {root / 'build' / 'launch_script.slurm'}"
+        )
+    log(
+        f"submitted the merge as job {merge.job_id} (runs after every shard succeeds); script: "
+        f"{root / 'merge' / 'launch_script.slurm'}"
+    )
+    print(f"{build.job_id if build.job_id not in (None, -1) else '-'} {merge.job_id}")  # stdout: for scripts
+    if wait:
+        follow(recipe, job, root, recipe_path)
+    else:
+        log(f"follow it with `wildsci build {recipe_path} --status` (add --wait to follow until it ends)")
+
+
+def _ranges(ranks: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0-2,5``."""
+    out, start = [], None
+    for i, r in enumerate(ranks):
+        if start is None:
+            start = r
+        if i + 1 == len(ranks) or ranks[i + 1] != r + 1:
+            out.append(str(start) if start == r else f"{start}-{r}")
+            start = None
+    return ",".join(out)
+
+
+def _slurm_views(root: Path, job: Any, state: dict) -> tuple[list[RankView], RankView]:
+    by_rank, merge_q, _ = slurm_queue(state)
+    views = stage_views(root / "build", job.tasks, by_rank, job.shard_dir)
+    killed_detail(state, views)
+    (merge,) = stage_views(root / "merge", 1, {0: merge_q} if merge_q else {})
+    if merge.state == "not started" and any(v.state in ("failed", "killed") for v in views):
+        merge.state, merge.detail = "blocked", "a build rank failed: the merge cannot run until it is fixed"
+    return views, merge
+
+
+def follow(recipe: BuildRecipe, job: Any, root: Path, recipe_path: str | Path, poll_s: float = 3.0) -> None:
+    """``--wait``: a progress line whenever something changes, until the merge is done or cannot run."""
+    state = json.loads((root / "state.json").read_text(encoding="utf-8"))
+    t0, last = state.get("submitted", time.time()), ""
+    try:
+        while True:
+            views, merge = _slurm_views(root, job, state)
+            line = progress_line(views, merge, t0)
+            if line.split(" · ")[0] != last.split(" · ")[0]:
+                log(line)
+                last = line
+            if merge.state == "done":
+                _merged_or_fail(root, job)
+                return
+            busy = any(v.state in ("running", "pending") for v in views)
+            if merge.state in ("failed", "killed") or (merge.state == "blocked" and not busy):
+                render(f"{recipe.name}: Slurm", views, merge, Console(stderr=True))
+                bad = [v for v in views if v.state in ("failed", "killed")]
+                raise UserError(_failed_line(bad, recipe_path) if bad else f"the merge {merge.state}: {merge.detail}")
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        print(
+            f"wildsci build: stopped following; the jobs keep running -- `wildsci build {recipe_path} --status`",
+            file=sys.stderr,
+        )
+        raise
+
+
+def show_status(recipe_path: str | Path, root: Path) -> None:
+    """``--status``: the table of ranks and the merge, then the one thing to do next."""
+    from wildsci.cluster.executors import BuildJob
+
+    if not (root / "state.json").is_file():
+        raise UserError(
+            f"no executor run recorded in {root} -- start one with `wildsci build {recipe_path} --executor.kind "
+            "local|slurm` (an in-process build prints its stages as it runs)"
+        )
+    state = json.loads((root / "state.json").read_text(encoding="utf-8"))
+    job = BuildJob(recipe=str(root / "recipe.yaml"), out=state["out"], tasks=state["tasks"], logging_dir=str(root))
+    con = Console()
+    if state["kind"] == "slurm":
+        views, merge = _slurm_views(root, job, state)
+        build_id, merge_id = (state.get(k, {}).get("job_id", "-") for k in ("build", "merge"))
+        ids = f"array job {build_id}, merge job {merge_id}"
+    else:
+        views = stage_views(root / "build", job.tasks, {}, job.shard_dir)
+        (merge,) = stage_views(root / "merge", 1, {})
+        ids = "local executor"
+    render(f"{Path(state['out']).name}: {job.tasks} shards ({ids})", views, merge, con)
+    con.print(progress_line(views, merge, state.get("submitted", time.time())).split(" · ")[0])
+    bad = [v for v in views if v.state in ("failed", "killed")]
+    if merge.state == "done":
+        con.print(f"complete: the dataset is in {state['out']}")
+    elif bad:
+        con.print(
+            f"next: fix the cause of rank {bad[0].rank} (log: {bad[0].log}), then rerun the command that submitted "
+            f"this build (`wildsci build {recipe_path} --executor.kind {state['kind']} --executor.tasks {job.tasks}`"
+            "): only unfinished ranks run"
+            + (", and the blocked merge job is replaced" if merge.state == "blocked" else "")
+        )
+    elif any(v.state in ("running", "pending") for v in [*views, merge]):
+        con.print("next: nothing to do -- the jobs are queued or running (add --wait to follow them)")
+
+
+# ---------------------------------------------------------------------------------------------------- the plan
+def print_plan(recipe: BuildRecipe, job: Any, ex: ExecutorConfig) -> None:
+    """``--dry-run`` with an executor: the tasks, what each runs, its papers and LLM calls, and the sbatch scripts."""
+    import dataclasses
+
+    from wildsci.cluster.executors import BuildShard
+
+    con = Console()
+    con.print(
+        f"[bold]wildsci build --dry-run[/]: {recipe.name} -> {job.out} on the {ex.kind} executor: {ex.tasks} shard "
+        f"tasks ({ex.concurrent} at a time), then 1 merge task"
+    )
+    con.print(f"each task runs: {BuildShard(job)!r}")
+    con.print(
+        "then the merge: global dedup, decontamination, split, parquet, card"
+        + (", push" if job.push else "")
+        + f" into {job.out}"
+    )
+    if ex.server is not None:
+        con.print(
+            "each task starts its own model server for the generator "
+            f"({' '.join(ex.server.command) or 'vllm serve {model} --host {host} --port {port}'}) and stops it "
+            "at the end"
+        )
+    from rich.table import Table
+
+    t = Table(title="per task (upper bounds; the call cache answers calls already made)", title_justify="left")
+    for col in ("task", "papers", "passages", "generate", "vote", "label", "LLM calls"):
+        t.add_column(col, justify="right")
+    shown = range(ex.tasks) if ex.tasks <= 32 else [*range(16), *range(ex.tasks - 16, ex.tasks)]
+    totals = [0, 0, 0]
+    for r in range(ex.tasks):
+        p = build_plan(dataclasses.replace(recipe, shard=f"{r}/{ex.tasks}", executor=ExecutorConfig()))
+        calls = p["calls_max"]
+        total = sum(calls.values())
+        totals = [totals[0] + p["papers"], totals[1] + p["passages"], totals[2] + total]
+        if r in shown:
+            t.add_row(
+                str(r),
+                f"{p['papers']:,}",
+                f"{p['passages']:,}",
+                f"{calls['generate']:,}",
+                f"{calls['vote']:,}",
+                f"{calls['label']:,}",
+                f"{total:,}",
+            )
+        elif r == 16:
+            t.add_row("...", "", "", "", "", "", "")
+    t.add_row("all", f"{totals[0]:,}", f"{totals[1]:,}", "", "", "", f"{totals[2]:,}")
+    con.print(t)
+    if ex.kind == "slurm":
+        build, merge = _slurm_executors(job, ex, Path(job.logging_dir), recipe, dry=True)
+        con.print(
+            f"[bold]sbatch script for the shards[/] ({Path(job.logging_dir) / 'build' / 'launch_script.slurm'}):"
+        )
+        con.print(build.script(ex.tasks), markup=False, highlight=False)
+        con.print("[bold]sbatch script for the merge[/] (submitted with --dependency=afterok:<shards job id>):")
+        con.print(merge.script(1), markup=False, highlight=False)
+    con.print("dry run: nothing was submitted or written.")

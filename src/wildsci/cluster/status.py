@@ -1,0 +1,184 @@
+"""``wildsci build --status``: what each rank and the merge are doing, read from the run's own records and Slurm.
+
+Sources, in the order they are trusted: datatrove's completion files (a rank is done), the kit's failure records
+(the one line that names why a rank failed, and its log), the attempts log (a rank started, where, as which
+process), and Slurm's queue (pending with its reason, running). A rank that started, has neither a completion nor
+a failure record, and is neither queued nor alive was killed from outside (SIGKILL, the OOM killer, a time limit,
+``scancel``): Slurm's own record names which when the controller still remembers the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from wildsci.builder.plan import STAGE_ORDER
+from wildsci.cluster import slurm
+
+#: the states a rank or the merge can be in
+STATES = ("done", "running", "pending", "blocked", "failed", "killed", "not started")
+
+
+@dataclass
+class RankView:
+    """One row of the status table."""
+
+    rank: int
+    state: str
+    stages: str = ""
+    attempts: int = 0
+    detail: str = ""  # the cause of a failure, Slurm's reason for a pending task, ...
+    log: str = ""
+
+
+def classify(
+    done: bool, failure: dict | None, attempt: dict | None, alive: bool, queued: slurm.JobTask | None
+) -> tuple[str, str]:
+    """A rank's state and the detail shown beside it, from what the records say about it."""
+    if done:
+        return "done", ""
+    if queued is not None and queued.state in ("RUNNING", "COMPLETING") or alive:
+        return "running", ""
+    if queued is not None and queued.state in slurm.ACTIVE:
+        if queued.reason == "DependencyNeverSatisfied":
+            return "blocked", "waits on a build rank that failed: it can never start (DependencyNeverSatisfied)"
+        return "pending", queued.reason
+    if failure is not None:
+        return "failed", failure.get("cause", "")
+    if attempt is not None:
+        return "killed", "started but neither finished nor recorded an error (SIGKILL, out of memory, time limit?)"
+    return "not started", ""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def latest_attempts(stage_dir: Path) -> dict[int, tuple[dict, int]]:
+    """Per rank: its last start record and how many starts it has had."""
+    out: dict[int, tuple[dict, int]] = {}
+    path = stage_dir / "attempts.jsonl"
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        n = out.get(rec["rank"], ({}, 0))[1]
+        out[rec["rank"]] = (rec, n + 1)
+    return out
+
+
+def pid_alive(attempt: dict | None) -> bool:
+    """True when the attempt's process runs on this machine (a local-executor rank)."""
+    if not attempt or attempt.get("slurm_job") or attempt.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(attempt["pid"]), 0)
+    except (ProcessLookupError, PermissionError, ValueError, KeyError):
+        return False
+    return True
+
+
+def stage_counts(shard_dir: Path) -> str:
+    """``generate 6 > options 6 > vote 6 > ...``: the rows each finished per-paper stage kept, from its manifest."""
+    manifest = _read_json(shard_dir / ".wildsci_build" / "manifest.json") or {}
+    stages = manifest.get("stages", {})
+    parts = [f"{name} {stages[name]['rows']}" for name in STAGE_ORDER if name in stages and "rows" in stages[name]]
+    return " > ".join(parts)
+
+
+def stage_views(
+    stage_dir: Path, tasks: int, queued: dict[int, slurm.JobTask], shard_dir: Any = None
+) -> list[RankView]:
+    """One :class:`RankView` per rank of a stage folder (``build`` or ``merge``)."""
+    done = {p.name for p in (stage_dir / "completions").glob("*")} if (stage_dir / "completions").is_dir() else set()
+    attempts = latest_attempts(stage_dir)
+    views = []
+    for rank in range(tasks):
+        failure = _read_json(stage_dir / "failures" / f"{rank:05d}.json")
+        attempt, n = attempts.get(rank, (None, 0))
+        state, detail = classify(f"{rank:05d}" in done, failure, attempt, pid_alive(attempt), queued.get(rank))
+        log = stage_dir / "ranks" / f"{rank:05d}.log"
+        views.append(
+            RankView(
+                rank,
+                state,
+                stage_counts(shard_dir(rank)) if shard_dir else "",
+                n,
+                detail,
+                str(log) if log.is_file() else "",
+            )
+        )
+    return views
+
+
+def counts(views: list[RankView]) -> dict[str, int]:
+    out = {s: 0 for s in STATES}
+    for v in views:
+        out[v.state] += 1
+    return out
+
+
+def progress_line(views: list[RankView], merge: RankView | None, started: float) -> str:
+    """``build 2/4 done, 1 running, 1 pending; merge waiting · 3m05s``: what ``--wait`` prints when it changes."""
+    c = counts(views)
+    parts = [f"{c['done']}/{len(views)} done"] + [f"{c[s]} {s}" for s in STATES[1:] if c[s]]
+    line = "build ranks " + ", ".join(parts)
+    if merge is not None:
+        line += f"; merge {merge.state}" + (f" ({merge.detail})" if merge.detail and merge.state == "pending" else "")
+    elapsed = int(time.time() - started)
+    return f"{line} · {elapsed // 60}m{elapsed % 60:02d}s"
+
+
+def slurm_queue(state: dict[str, Any]) -> tuple[dict[int, slurm.JobTask], slurm.JobTask | None, list[slurm.JobTask]]:
+    """The build's array tasks by rank, the merge job, and everything of this run still in Slurm's queue."""
+    build_id = str(state.get("build", {}).get("job_id") or "")
+    merge_id = str(state.get("merge", {}).get("job_id") or "")
+    ranks = state.get("build", {}).get("ranks", [])
+    tasks = slurm.queued([j for j in (build_id, merge_id) if j and j != "-1"])
+    by_rank: dict[int, slurm.JobTask] = {}
+    merge = None
+    for t in tasks:
+        if t.job_id == build_id and t.array_index is not None and t.array_index < len(ranks):
+            by_rank[ranks[t.array_index]] = t
+        elif t.job_id == merge_id:
+            merge = t
+    return by_rank, merge, tasks
+
+
+def killed_detail(state: dict[str, Any], views: list[RankView]) -> None:
+    """Name how Slurm ended a killed rank (TIMEOUT, OUT_OF_MEMORY, CANCELLED, NODE_FAIL) while it remembers."""
+    build_id = str(state.get("build", {}).get("job_id") or "")
+    ranks = state.get("build", {}).get("ranks", [])
+    if not any(v.state == "killed" for v in views) or not build_id or build_id == "-1":
+        return
+    ended = {t.array_index: t for t in slurm.finished(build_id) if t.array_index is not None}
+    for v in views:
+        if v.state == "killed" and v.rank in ranks and ranks.index(v.rank) in ended:
+            t = ended[ranks.index(v.rank)]
+            v.detail = f"Slurm ended it: {t.state}" + (f" ({t.reason})" if t.reason else "")
+
+
+def render(title: str, views: list[RankView], merge: RankView | None, console: Console) -> None:
+    t = Table(title=title, title_justify="left")
+    for col in ("rank", "state", "attempts", "rows kept per stage", "cause / reason", "log"):
+        t.add_column(col, overflow="fold")
+    style = {"done": "green", "failed": "red", "killed": "red", "running": "cyan", "pending": "yellow"}
+    for v in [*views, *([merge] if merge else [])]:
+        name = "merge" if v is merge else str(v.rank)
+        s = style.get(v.state, "")
+        t.add_row(name, f"[{s}]{v.state}[/]" if s else v.state, str(v.attempts), v.stages, v.detail, v.log)
+    console.print(t)
