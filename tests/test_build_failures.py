@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -100,12 +101,13 @@ def test_refused_connection_stops_sending_after_a_run_of_failures(tmp_path, caps
     with LoopbackServer() as srv:
         url = srv.url
     papers = write_papers(tmp_path / "papers.jsonl", n=12)  # 24 calls; the server is gone
-    t0 = time.monotonic()
     rc, text = build(capsys, str(write_recipe(tmp_path, url, source=papers, max_retries=2)))
     line = error_line(text)
     assert f"24/24 generation calls failed: no connection to {url} -- is the server up?" in line, line
     assert "calls in a row failed" in text and "the rest of this batch is not sent" in text
-    assert time.monotonic() - t0 < 60
+    # the stop is seen in what was tried, not in a wall-clock bound (that would depend on the machine's load):
+    # 8 calls in a row failed, then no call of this batch is attempted again
+    assert text.count("-- call dropped") <= 8 + 2, text.count("-- call dropped")  # + the 2 already in flight
 
 
 def test_a_server_that_stops_answering_shows_each_timeout(tmp_path, capsys):
@@ -129,33 +131,65 @@ def test_a_server_that_ignores_the_constraint_is_named_with_the_mode_to_use(tmp_
     assert sent < 20  # stopped early, not after every call
 
 
+#: how long a build may take to reach its first LLM call on a loaded machine (imports, reading papers):
+#: generous, because the tests below measure what happens after that point, not the start-up
+START_DEADLINE_S = 600
+#: the kit's promise for Ctrl-C is "in seconds"; the bound is generous for a loaded 2-core box and far below the
+#: 150 s x 4 attempts the requests in flight would otherwise hold the build
+CTRL_C_BOUND_S = 45
+
+
+def _build_process(recipe: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "400"}
+    cmd = [sys.executable, "-m", "wildsci.cli", "build", str(recipe)]
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(condition, what: str, proc: subprocess.Popen) -> None:
+    """Wait (up to START_DEADLINE_S) for ``condition``; fail naming ``what`` if the build ends or never gets there."""
+    deadline = time.monotonic() + START_DEADLINE_S
+    while not condition():
+        assert proc.poll() is None, f"the build ended before {what}: {proc.stderr.read()[-2000:]}"
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the build did not reach {what} within {START_DEADLINE_S} s")
+        time.sleep(0.1)
+
+
 def test_ctrl_c_with_requests_in_flight_exits_in_seconds_keeping_finished_calls(tmp_path):
     def handler(body, n):
         return Reply("prose") if n < 2 else Reply("late", delay_s=150)
 
     with LoopbackServer(handler) as srv:
-        recipe = write_recipe(tmp_path, srv.url, timeout_s=200, max_retries=3)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wildsci.cli", "build", str(recipe)],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        deadline = time.monotonic() + 120
-        while srv.hits < 4 and time.monotonic() < deadline:  # two answered, two hanging
-            time.sleep(0.1)
-        time.sleep(0.5)
-        t0 = time.monotonic()
+        proc = _build_process(write_recipe(tmp_path, srv.url, timeout_s=200, max_retries=3))
+        _wait_for(lambda: srv.hits >= 4, "two answered and two hanging requests", proc)
+        time.sleep(0.5)  # the two answers reach the cache
+        t0 = time.monotonic()  # measured from the signal: start-up time depends on the machine's load
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=4 * CTRL_C_BOUND_S)
         took = time.monotonic() - t0
-    # the requests in flight would hold it 150 s (x 4 attempts); what remains is the interpreter's own exit,
-    # ~1 s on an idle machine (several on a loaded 2-core box)
-    assert took < 20, took
+    assert took < CTRL_C_BOUND_S, f"{took:.1f} s from Ctrl-C to exit"
     assert proc.returncode == 130 and "interrupted -- rerun the same command to resume" in err
     with sqlite3.connect(tmp_path / "out" / ".wildsci_build" / "llm_cache.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 2
+
+
+def test_a_mute_server_is_named_while_the_first_requests_still_wait(tmp_path):
+    """Without the notice, a server that accepts requests and never answers shows nothing for timeout_s x attempts."""
+    lines: list[str] = []
+    with LoopbackServer(lambda body, n: Reply("never", delay_s=3600)) as srv:
+        proc = _build_process(write_recipe(tmp_path, srv.url, timeout_s=3000, max_retries=3))
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        _wait_for(lambda: any("no reply yet from" in line for line in lines), "the no-reply notice", proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=4 * CTRL_C_BOUND_S)
+        reader.join(timeout=30)
+    notice = next(line for line in lines if "no reply yet from" in line)
+    assert f"served-model: no reply yet from {srv.url}" in notice
+    assert "each waits up to timeout_s 3000 s, 4 attempt(s)) -- is the server up and serving this model?" in notice
+    assert not any("(attempt 1 of 4)" in line for line in lines)  # said while the first attempts were in flight
+    assert proc.returncode == 130
 
 
 # ---------------------------------------------------------------------------------------- bad input

@@ -19,6 +19,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,8 @@ STOP_AFTER_FAILURES = 8
 #: constrained replies that are not JSON, with none that is, after which the server is taken to ignore the constraint
 IGNORED_CONSTRAINT_AFTER = 4
 RETRY_STATUS = (408, 409, 429)
+#: seconds without any reply after which a stage says so (once), when an attempt's own timeout is longer
+FIRST_REPLY_NOTICE_S = 10.0
 
 GUIDED_HELP = (
     "use guided_decoding: vllm or response_format on vLLM >= 0.10.2, vllm_legacy or response_format below it "
@@ -246,16 +249,32 @@ class OpenAIClient(CachedClient):
         # daemon threads: an interrupted build exits without waiting for requests in flight (they are not cached)
         for i in range(min(self.config.concurrency, len(jobs))):
             threading.Thread(target=work, name=f"wildsci-llm-{i}", daemon=True).start()
+        # a timeout shorter than the notice reports itself first (the attempt's own line)
+        started, answered = time.monotonic(), self.config.timeout_s <= FIRST_REPLY_NOTICE_S
         try:
             for _ in range(len(jobs)):
                 while True:
                     try:
                         yield done.get(timeout=0.5)  # a bounded wait keeps Ctrl-C prompt
+                        answered = True
                         break
                     except queue.Empty:
+                        if not answered and time.monotonic() - started >= FIRST_REPLY_NOTICE_S:
+                            answered = True  # said once per stage
+                            self._warn_silence(time.monotonic() - started, len(jobs))
                         continue
         finally:
             stop.set()  # Ctrl-C or an early exit: no new request, no retry
+
+    def _warn_silence(self, waited: float, n: int) -> None:
+        """Say once per stage that the server has not answered yet: a mute server would otherwise show nothing
+        for ``timeout_s`` x attempts (8 min at the defaults) before the first failure line."""
+        attempts, in_flight = self.config.max_retries + 1, min(n, self.config.concurrency)
+        warn(
+            f"{self.config.model}: no reply yet from {self.url} after {waited:.0f} s ({in_flight} request(s) in "
+            f"flight; each waits up to timeout_s {self.config.timeout_s:g} s, {attempts} attempt(s)) -- "
+            "is the server up and serving this model? Ctrl-C stops; answered calls stay cached"
+        )
 
     def close(self) -> None:
         self._client.close()
