@@ -311,3 +311,17 @@ def test_build_from_papers_not_fetched_yet_names_the_papers_command(tmp_path):
     path.write_text(yaml.safe_dump(recipe))
     proc = wildsci("build", str(path), check=False)
     assert proc.returncode == 2 and "does not exist yet" in proc.stderr and "`wildsci papers" in proc.stderr
+
+
+def test_fetch_ranks_on_the_local_executor_cover_the_listing_once(shared_data, tmp_path):
+    articles = real_articles(shared_data)
+    with EuropePMCServer(articles) as srv:
+        recipe = write_recipe(tmp_path, srv.url, executor={"kind": "local", "tasks": 3, "workers": 2})
+        wildsci("papers", str(recipe))
+        assert len(srv.searches) == -(-len(articles) // 4) + 1  # the listing is one task
+    assert srv.served == {a.pmcid: 1 for a in articles}
+    shards = sorted(p.name for p in (tmp_path / "papers" / "data").glob("*.parquet"))
+    assert shards == [f"train-{r:05d}-of-00003.parquet" for r in range(3)]
+    assert sorted(r["paper_id"] for r in rows_of(tmp_path / "papers")) == sorted(a.pmcid for a in articles)
+    report = json.loads((tmp_path / "papers" / ".crawl" / "report.json").read_text())
+    assert report["world_size"] == 3 and report["papers"] == len(articles)

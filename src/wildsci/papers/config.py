@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wildsci.cluster.config import ExecutorConfig
 from wildsci.papers.licenses import license_family
 from wildsci.recipes import load_recipe
 
@@ -112,9 +113,12 @@ class PapersRecipe:
         default=None,
         metadata={"help": "Listing and fetched XML (resumable state); default <output_dir>/.crawl."},
     )
-    executor: Any = field(
-        default=None,
-        metadata={"help": "Where the fetch ranks run (inprocess | local | slurm), as in data recipes."},
+    executor: ExecutorConfig = field(
+        default_factory=ExecutorConfig,
+        metadata={
+            "help": "Where the fetch ranks run (kind: inprocess | local | slurm; tasks: ranks), as in data recipes. "
+            "api.rate is shared: each of the ranks running at once gets rate / workers."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -142,12 +146,6 @@ class PapersRecipe:
             raise ValueError("give journal (or a whole query) -- the kit does not crawl all of Europe PMC")
         if self.max_papers is not None and (not isinstance(self.max_papers, int) or self.max_papers < 1):
             raise ValueError(f"max_papers must be a whole number >= 1 (or null), got {self.max_papers!r}")
-        if self.executor is not None:
-            from wildsci.cluster.config import ExecutorConfig
-            from wildsci.recipes import from_dict
-
-            if isinstance(self.executor, dict):
-                self.executor = from_dict(ExecutorConfig, self.executor, "executor", prefix="executor.")
 
     @property
     def state_dir(self) -> Path:

@@ -72,7 +72,7 @@ def search_url(recipe: PapersRecipe) -> str:
 def executor_tasks(recipe: PapersRecipe) -> tuple[int, int]:
     """``(ranks, ranks running at once)`` of the recipe's executor (one in this process without one)."""
     ex = recipe.executor
-    if ex is None or ex.kind == "inprocess":
+    if ex.kind == "inprocess":
         return 1, 1
     return ex.tasks, ex.concurrent
 
@@ -239,12 +239,16 @@ def run_papers(
     with EuropePMC(recipe.api) as client:
         p = list_papers(recipe, client)
     ranks, parallel = executor_tasks(recipe)
-    if ranks == 1:
+    if recipe.executor.kind == "inprocess":
         fetch_rank(recipe, 0, 1)
     else:
-        from wildsci.papers.launch import run_ranks
+        from wildsci.papers.launch import SubmittedToSlurm, run_ranks
 
-        run_ranks(recipe, ranks, recipe.api.rate / parallel)
+        try:
+            run_ranks(recipe, [h["pmcid"] for h in p.fetch], recipe.api.rate / parallel)
+        except SubmittedToSlurm as e:
+            print(f"wildsci papers: {e}")
+            return None
     recipe_yaml = yaml.safe_dump(_plain(recipe), sort_keys=False)
     report = finish(recipe, p, ranks, recipe_yaml)
     print(summary(report, recipe))
@@ -259,10 +263,7 @@ def run_papers(
 def _plain(recipe: PapersRecipe) -> dict[str, Any]:
     import dataclasses
 
-    data = dataclasses.asdict(recipe)
-    if recipe.executor is not None and dataclasses.is_dataclass(recipe.executor):
-        data["executor"] = dataclasses.asdict(recipe.executor)
-    return data
+    return dataclasses.asdict(recipe)
 
 
 def summary(report: dict[str, Any], recipe: PapersRecipe) -> str:
