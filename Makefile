@@ -30,8 +30,8 @@ export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 17179869184
 export MALLOC_TOP_PAD_ ?= 1073741824
 
-.PHONY: help install vllm-env demo demo-plan test test-fast lint bench bench-malloc bench-gpu bench-quality browser clean \
-  lock lock-gpu
+.PHONY: help install vllm-env demo demo-plan test test-fast lint bench bench-malloc bench-gpu bench-quality browser slurm \
+  clean lock lock-gpu
 
 help:
 	@echo "make demo   - the whole WildSci chain offline on CPU with the embedded SmolLM2 (report in runs/demo)"
@@ -79,6 +79,17 @@ browser:
 	  else echo "chromium or its emoji font missing and not root: the browser test will skip or fail"; fi; \
 	fi
 
+# A real Slurm for the scale-out tests: Debian's slurm-wlm + munge (~12 s). The tests start and stop the daemons
+# themselves (tests/slurm_fixtures.py); nothing is started here, and no system service is enabled.
+slurm:
+	@if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian slurm-wlm and munge for the Slurm tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null) \
+	      || echo "Slurm could not be installed: the Slurm tests will skip here and fail in CI"; \
+	  else echo "slurm-wlm or munge missing and not root: the Slurm tests will skip or fail"; fi; \
+	fi
+
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/wildsci demo --run-dir runs/demo
 
@@ -86,7 +97,7 @@ demo-plan: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/wildsci demo --run-dir runs/demo --plan
 
 # WILDSCI_VLLM_PYTHON: the interpreter of the vLLM CPU venv, for the tests that start a real vLLM server
-test: $(STAMP) browser vllm-env
+test: $(STAMP) browser slurm vllm-env
 	HF_HUB_OFFLINE=1 $(BIN)/wildsci recipes check 'recipes/**/*.yaml'
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WILDSCI_VLLM_PYTHON=$(abspath $(VLLM_VENV)/bin/python) \
 	  $(BIN)/python -m pytest -q --durations=25
