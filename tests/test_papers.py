@@ -325,3 +325,11 @@ def test_fetch_ranks_on_the_local_executor_cover_the_listing_once(shared_data, t
     assert sorted(r["paper_id"] for r in rows_of(tmp_path / "papers")) == sorted(a.pmcid for a in articles)
     report = json.loads((tmp_path / "papers" / ".crawl" / "report.json").read_text())
     assert report["world_size"] == 3 and report["papers"] == len(articles)
+
+
+def test_docs_state_the_crawl_time_the_arithmetic_gives(repo_root):
+    from wildsci.papers.run import crawl_estimate
+
+    docs = (repo_root / "docs" / "build.md").read_text()
+    for rate in (10.0, 5.0):
+        assert f"- {crawl_estimate(50_000, 1000, rate)}\n" in docs
