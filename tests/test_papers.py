@@ -333,3 +333,22 @@ def test_docs_state_the_crawl_time_the_arithmetic_gives(repo_root):
     docs = (repo_root / "docs" / "build.md").read_text()
     for rate in (10.0, 5.0):
         assert f"- {crawl_estimate(50_000, 1000, rate)}\n" in docs
+
+
+def test_fetch_ranks_as_a_slurm_array_then_a_rerun_writes_the_card(shared_data, slurm_cluster, tmp_path):
+    articles = real_articles(shared_data)
+    with EuropePMCServer(articles) as srv:
+        recipe = write_recipe(tmp_path, srv.url, executor={"kind": "slurm", "tasks": 2, "mem_per_cpu_gb": 1})
+        first = wildsci("papers", str(recipe))
+        assert "submitted 2 fetch ranks as Slurm array job" in first.stdout
+        job = first.stdout.split("Slurm array job ")[1].split()[0]
+        env = {**os.environ, **slurm_cluster.env}
+        deadline = time.monotonic() + 180
+        while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, env=env).stdout.strip():
+            assert time.monotonic() < deadline, "the fetch job did not finish in 180 s"
+            time.sleep(0.5)
+        again = wildsci("papers", str(recipe))
+    ranks = [j for j in slurm_cluster.jobcomp() if j.get("ArrayJobId") == job]
+    assert len(ranks) == 2 and all(j["JobState"] == "COMPLETED" for j in ranks)
+    assert srv.served == {a.pmcid: 1 for a in articles}
+    assert f"{len(articles)} papers" in again.stdout and (tmp_path / "papers" / "README.md").is_file()
