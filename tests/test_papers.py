@@ -352,3 +352,74 @@ def test_fetch_ranks_as_a_slurm_array_then_a_rerun_writes_the_card(shared_data, 
     assert len(ranks) == 2 and all(j["JobState"] == "COMPLETED" for j in ranks)
     assert srv.served == {a.pmcid: 1 for a in articles}
     assert f"{len(articles)} papers" in again.stdout and (tmp_path / "papers" / "README.md").is_file()
+
+
+def test_a_paper_whose_retries_run_out_is_counted_and_fetched_by_the_rerun(shared_data, tmp_path):
+    articles = real_articles(shared_data)
+    articles[0].behaviour = "down"
+    with EuropePMCServer(articles) as srv:
+        recipe = write_recipe(tmp_path, srv.url)
+        first = wildsci("papers", str(recipe), "--api.max_retries", "1")
+        assert "dropped fetch_failed: 1" in first.stdout and "rerun the same command" in first.stdout
+        assert f"{articles[0].pmcid}: HTTP 503 (gave up after 2 attempts)" in first.stderr
+        assert len(rows_of(tmp_path / "papers")) == len(articles) - 1
+        articles[0].behaviour = "ok"
+        wildsci("papers", str(recipe))
+    assert srv.served == {a.pmcid: 1 for a in articles}
+    assert len(rows_of(tmp_path / "papers")) == len(articles)
+
+
+def test_listing_resumes_from_its_last_cursor(shared_data, tmp_path):
+    articles = real_articles(shared_data)
+    with EuropePMCServer(articles) as srv:
+        recipe = write_recipe(tmp_path, srv.url)
+        wildsci("papers", str(recipe), "--max_papers", "2")  # stops after the first page
+        first_pages = len(srv.searches)
+        wildsci("papers", str(recipe))
+    cursors = [s["cursorMark"] for s in srv.searches]
+    assert first_pages == 1 and cursors.count("*") == 1 and len(set(cursors)) == len(cursors)
+    assert srv.served == {a.pmcid: 1 for a in articles}
+
+
+def test_ctrl_c_ends_the_crawl_in_seconds_with_exit_130(shared_data, tmp_path):
+    with EuropePMCServer(real_articles(shared_data), hold_after=2) as srv:
+        recipe = write_recipe(tmp_path, srv.url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wildsci.cli", "papers", str(recipe)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        deadline = time.monotonic() + 60
+        while srv.held < 2 and time.monotonic() < deadline:  # both connections wait on the server
+            time.sleep(0.02)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and time.monotonic() - sent < 10
+    assert "interrupted -- rerun the same command to resume" in err and "Traceback" not in err
+
+
+def test_push_sends_the_card_and_parquet_in_one_upload(crawl, tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub
+    from wildsci_fixtures import FakeHfApi
+
+    from wildsci.cli import main
+
+    tmp, _, srv, _, _ = crawl
+    shutil.copytree(tmp / "papers", tmp_path / "papers")
+    FakeHfApi.reset()
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_token_never_printed")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    recipe = tmp / "recipes" / "papers" / "test.yaml"
+    args = ["papers", str(recipe), "--output_dir", str(tmp_path / "papers"), "--push", "--hub_repo_id", "me/papers"]
+    assert main(args) == 0
+    assert [c[0] for c in FakeHfApi.calls] == ["create_repo", "upload_folder"]
+    assert FakeHfApi.calls[0][1]["private"] is True
+    files = FakeHfApi.calls[1][1]["files"]
+    assert "README.md" in files and "data/train-00000-of-00001.parquet" in files
+    assert not any(f.startswith(".") for f in files)

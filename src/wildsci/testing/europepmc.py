@@ -10,9 +10,9 @@ The server speaks the two endpoints ``wildsci papers`` uses, in the response sha
 
 Each article can be scripted to fail the way real servers do (``behaviour``): ``missing`` (404), ``truncated``
 (the XML cut in half, served as a complete 200 response), ``429`` (once, with ``Retry-After``), ``500`` (once, then
-the document). ``hold_after=N`` blocks every document request after N documents were served, so a test can kill
-the crawler at a known point. The server counts what it *served* per PMCID: the resumability tests assert that no
-document is served twice.
+the document), ``down`` (503 every time). ``hold_after=N`` blocks every document request after N documents were
+served, so a test can kill the crawler at a known point. The server counts what it *served* per PMCID: the
+resumability tests assert that no document is served twice.
 
 The documents: :func:`jats_from_row` writes JATS 1.2 XML from a real full-text row of ``shared/data/papers``
 (PLOS / eLife: title, abstract, sections, disciplines, licence URL and statement). Why a converter and not a
@@ -101,7 +101,7 @@ class Article:
     xml: bytes | None
     open_access: bool = True
     keywords: list[str] = field(default_factory=list)
-    behaviour: str = "ok"  # ok | missing | truncated | 429 | 500
+    behaviour: str = "ok"  # ok | missing | truncated | 429 | 500 | down (503 every time)
 
     def core(self, n: int) -> dict[str, Any]:
         """The article as a ``resultType=core`` hit."""
@@ -268,6 +268,8 @@ class EuropePMCServer:
             return 404, b"", {}
         with self._lock:
             first = pmcid not in self._failed_once
+            if a.behaviour == "down":
+                return 503, b"Service Unavailable", {}
             if a.behaviour in ("429", "500") and first:
                 self._failed_once.add(pmcid)
                 if a.behaviour == "429":
