@@ -43,6 +43,7 @@ from config import (  # noqa: E402
     LOCAL_DEMO_DATASETS,
     MAX_TEMPERATURE,
     SpaceConfig,
+    check_listen,
     check_number,
 )
 from models import device, get_model, stream_generate  # noqa: E402
@@ -50,7 +51,7 @@ from questions import Question, QuestionBank, parse_own_question  # noqa: E402
 from verdict import esc, judge, render_question, render_verdict  # noqa: E402
 
 from wildsci.answers import LETTERS  # noqa: E402
-from wildsci.errors import UserError  # noqa: E402
+from wildsci.errors import UserError, first_line  # noqa: E402
 from wildsci.redact import scrub_env as scrub  # noqa: E402
 
 
@@ -66,6 +67,15 @@ class SpaceState:
             self.notices.append(
                 "No finetuned model configured (set `WILDSCI_SPACE_MODEL`): both sides show the base model."
             )
+        # before the dataset or any weights: a model that cannot load is one line naming its variable
+        for var, cm in (
+            ("WILDSCI_SPACE_MODEL" if cfg.model else "WILDSCI_SPACE_BASE_MODEL", self.finetuned),
+            ("WILDSCI_SPACE_BASE_MODEL", self.base),
+        ):
+            try:
+                cm.check()
+            except UserError as e:
+                raise UserError(f"{var}={cm.ref}: {e}") from None
         self.bank: QuestionBank | None = None
         local = next((str(p) for p in LOCAL_DEMO_DATASETS if (p / "data").is_dir()), None)
         ref = cfg.dataset or local or HUB_DATASET
@@ -308,6 +318,7 @@ def launch(demo: gr.Blocks, cfg: SpaceConfig, **kwargs):
 def main() -> int:
     try:
         cfg = SpaceConfig.from_env()
+        check_listen(cfg.host, cfg.port)  # before any model or dataset loads
         demo = build_app(cfg)
     except UserError as e:
         print(f"wildsci space: error: {scrub(str(e))}", file=sys.stderr)
@@ -321,7 +332,14 @@ def main() -> int:
     for note in st.notices:
         print(f"wildsci space: note: {note}")
     print(f"wildsci space: serving on http://{cfg.host}:{cfg.port}", flush=True)
-    launch(demo, cfg)
+    try:
+        launch(demo, cfg)
+    except OSError as e:  # lost a race for the port after check_listen: still one line
+        print(f"wildsci space: error: cannot listen on {cfg.host}:{cfg.port}: {first_line(e)}", file=sys.stderr)
+        return 2
+    if demo.is_running:  # Gradio's block_thread returns on Ctrl-C (it catches it) with the app still marked running
+        print("wildsci space: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

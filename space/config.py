@@ -7,7 +7,9 @@ refused at start-up in one line rather than reinterpreted.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -113,3 +115,40 @@ def check_number(value: Any, kind: type, name: str, lo: float, hi: float) -> Any
     if not lo <= x <= hi:
         raise UserError(f"{name} must be between {lo} and {hi}, got {value!r}")
     return x
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once (and let go) before anything loads, so each cause reads as itself.
+
+    Why: Gradio tries the port on localhost and, when uvicorn then fails on ``host``, reports every failure as
+    "Cannot find empty port" -- a host that is not an address of this machine read as a busy port.
+    """
+    host_var, port_var = _var("host"), _var("port")
+    fix_host = f"set {host_var} to 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError, ValueError) as e:
+        why = e.strerror if isinstance(e, socket.gaierror) else str(e)
+        raise UserError(
+            f"{host_var}={host!r} is not a host name or address this machine resolves ({why}) -- {fix_host}"
+        ) from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no conflict
+        try:
+            s.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"port {port} on {host} is in use (another server?) -- stop it or set {port_var} to a free port"
+                ) from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise UserError(
+                    f"{host_var}={host!r} ({addr[0]}) is not an address of this machine -- {fix_host}"
+                ) from None
+            if e.errno == errno.EACCES:
+                raise UserError(
+                    f"port {port} needs administrator rights on this machine -- set {port_var} to a port above 1023"
+                ) from None
+            raise UserError(
+                f"cannot listen on {host}:{port}: {e.strerror or e} -- check {host_var} and {port_var}"
+            ) from None

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from wildsci.errors import UserError, first_line
-from wildsci.models import EMBEDDED, ModelError, resolve_model
+from wildsci.models import EMBEDDED, ModelError, check_model, resolve_model
 from wildsci.prompts import build_messages
 
 try:  # on ZeroGPU hardware `spaces` must be imported before torch touches CUDA
@@ -51,6 +51,7 @@ class ChatModel:
         self._lock = threading.Lock()
         self.model = None
         self.tokenizer = None
+        self._path: str | None = None
 
     def resolve(self) -> str:
         """The local folder or Hub id to load ``ref`` from; the embedded model falls back to its Hub id."""
@@ -63,6 +64,14 @@ class ChatModel:
                 return EMBEDDED[name]["hub_id"]
             raise UserError(str(e)) from None
 
+    def check(self) -> str:
+        """:meth:`resolve`, then the kit's shared pre-load check (:func:`wildsci.models.check_model`: config,
+        weights, tokenizer), once: the Space refuses a model it cannot load at start-up, in one line, whether or
+        not it preloads -- not at a visitor's first question."""
+        if self._path is None:
+            self._path = check_model(self.resolve())
+        return self._path
+
     def load(self) -> ChatModel:
         with self._lock:
             if self.model is not None:
@@ -70,7 +79,7 @@ class ChatModel:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            path = self.resolve()
+            path = self.check()
             dev = device()
             if dev != "cuda":
                 dtype = torch.float32

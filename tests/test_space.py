@@ -9,7 +9,7 @@ import sys
 import urllib.request
 
 import pytest
-from space_harness import FAKE_TOKEN, SPACE, known_answers, server, space_module
+from space_harness import FAKE_TOKEN, SPACE, free_port, known_answers, server, space_module
 from wildsci_fixtures import FakeHfApi
 
 from wildsci.dataset_io import load_wildsci
@@ -115,6 +115,57 @@ def test_bad_env_is_one_line_not_a_traceback(app, monkeypatch, capsys):
     assert app.main() == 2
     err = capsys.readouterr().err
     assert err == "wildsci space: error: WILDSCI_SPACE_MAX_NEW_TOKENS='lots' is not an integer -- set a number\n"
+
+
+def _start_error(app, monkeypatch, capsys, **env: str) -> str:
+    """``python space/app.py``'s main with ``WILDSCI_SPACE_<KEY>`` variables: its one error line (exit code 2)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for key, value in env.items():
+        monkeypatch.setenv(f"WILDSCI_SPACE_{key}", value)
+    assert app.main() == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("wildsci space: error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("192.0.2.1", "WILDSCI_SPACE_HOST='192.0.2.1' (192.0.2.1) is not an address of this machine"),
+        ("no-such-host.invalid", "WILDSCI_SPACE_HOST='no-such-host.invalid' is not a host name or address"),
+        ("not a host", "is not a host name or address this machine resolves"),
+        ("300.1.2.3", "is not a host name or address this machine resolves"),
+    ],
+)
+def test_a_bad_host_is_named_as_the_host_not_as_a_busy_port(app, monkeypatch, capsys, tiny_model, host, expected):
+    err = _start_error(app, monkeypatch, capsys, HOST=host, BASE_MODEL=tiny_model)
+    assert expected in err and "set WILDSCI_SPACE_HOST to 127.0.0.1" in err and "port" not in err, err
+
+
+def test_a_busy_port_is_named_as_a_busy_port(app, monkeypatch, capsys, tiny_model):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = _start_error(app, monkeypatch, capsys, HOST="127.0.0.1", PORT=str(port), BASE_MODEL=tiny_model)
+    assert f"port {port} on 127.0.0.1 is in use (another server?) -- stop it or set WILDSCI_SPACE_PORT" in err
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("nonsense:foo", "unknown model scheme 'nonsense:'"),
+        ("no-org/no-such-model", "must be in the local cache"),
+        ("{tmp}", "is not a valid JSON file"),
+    ],
+)
+def test_a_model_that_cannot_load_is_one_line_at_start_up(app, monkeypatch, capsys, tmp_path, model, expected):
+    (tmp_path / "config.json").write_text("{")
+    model = model.format(tmp=tmp_path)
+    err = _start_error(app, monkeypatch, capsys, MODEL=model, PRELOAD="0", PORT=str(free_port()))
+    assert f"WILDSCI_SPACE_MODEL={model}: " in err and expected in err, err
 
 
 # ------------------------------------------------------------------------------ verdicts on known answers

@@ -9,6 +9,7 @@ and API description, every API response -- for the planted values.
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -73,12 +74,22 @@ def test_planted_tokens_reach_no_page_response_or_log(planted):
     assert not _leaks(log), f"planted tokens in the Space's stdout/stderr: {_leaks(log)}"
 
 
+#: the kit promises "Ctrl-C ends it in seconds": generous for a loaded 2-core box (the Space's shutdown closes
+#: uvicorn and Gradio's queue), far below "hangs until killed"; measured from the signal, not from start-up
+CTRL_C_BOUND_S = 45
+
+
 def test_ctrl_c_stops_the_space_in_seconds_without_a_traceback(planted):
     t0 = time.perf_counter()
     planted.proc.send_signal(signal.SIGINT)
-    planted.proc.wait(timeout=15)
+    try:
+        planted.proc.wait(timeout=4 * CTRL_C_BOUND_S)
+    except subprocess.TimeoutExpired:
+        planted.proc.kill()
+        pytest.fail(f"the Space was still running {4 * CTRL_C_BOUND_S} s after Ctrl-C")
     took = time.perf_counter() - t0
     log = planted.log.read_text(errors="replace")
-    assert took < 10, f"the Space took {took:.1f} s to stop after Ctrl-C"
+    assert took < CTRL_C_BOUND_S, f"the Space took {took:.1f} s to stop after Ctrl-C"
+    assert planted.proc.returncode == 130 and "wildsci space: interrupted" in log, log[-2000:]
     assert "Traceback" not in log, log[-2000:]
     assert not _leaks(log)
