@@ -151,7 +151,7 @@ def check_sharding(args: Any, config_hint: str = "") -> None:
         )
 
 
-def check_precision(args: Any, model_args: Any, allow: bool, where: str) -> None:
+def check_precision(args: Any, model_args: Any, allow: bool, where: str, sharding: str | None = None) -> None:
     """Half-precision weights train with a half-precision AdamW unless DeepSpeed or FSDP keeps an fp32 copy.
 
     AdamW's state takes the parameters' dtype; bf16 has 8 significant bits, so an lr-1e-6 update rounds away
@@ -160,7 +160,7 @@ def check_precision(args: Any, model_args: Any, allow: bool, where: str) -> None
     dtype = str(model_args.dtype or "auto")
     if allow or dtype not in ("bfloat16", "float16") or model_args.use_peft:
         return
-    if requested_sharding() != "none" or args.deepspeed or args.fsdp:
+    if (sharding or requested_sharding()) != "none" or args.deepspeed or args.fsdp:
         return
     raise UserError(
         f"{where}: dtype {dtype} without DeepSpeed or FSDP trains {dtype} weights with a {dtype} AdamW (no fp32 "

@@ -328,5 +328,11 @@ def plan_for_run(script: Any, args: Any, model_args: Any, model_path: str, capac
         "memory plan: %d prompts, %d to %d tokens (mean %.0f) with the chat template of %s",
         len(counts), min(counts), max(counts), sum(counts) / len(counts), model_args.model_name_or_path,
     )  # fmt: skip
+    longest = max(counts) + args.max_completion_length
+    if args.use_vllm and args.vllm_max_model_length and longest > args.vllm_max_model_length:
+        raise UserError(
+            f"vllm_max_model_length {args.vllm_max_model_length} is shorter than the longest prompt ({max(counts)} "
+            f"tokens) + max_completion_length {args.max_completion_length} = {longest} -- raise it to {longest}"
+        )
     run = run_shape(args, model_args, max(counts), launch.processes)
     return estimate(model, run, launch.processes, launch.sharding, *capacity)

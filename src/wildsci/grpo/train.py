@@ -35,7 +35,14 @@ from wildsci.grpo.checks import (
 from wildsci.grpo.config import PLANNING, enum_value, recipe_dataclasses
 from wildsci.grpo.data import dataset_provenance, load_split
 from wildsci.grpo.hub import push_model, write_model_card
-from wildsci.grpo.launch import check_precision, check_processes, check_sharding, config_name, rank_note
+from wildsci.grpo.launch import (
+    check_precision,
+    check_processes,
+    check_sharding,
+    config_name,
+    rank_note,
+    shape_from_config,
+)
 from wildsci.metrics import Guards, RolloutCollector, WildSciMetricsCallback, final_summary, read_metrics
 from wildsci.recipes import check_flat, load_yaml
 from wildsci.redact import REDACTED, is_secret_name, scrub, scrub_args, secret_values
@@ -149,7 +156,8 @@ def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
     out = check_output_dir(args.output_dir)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     planning = script.dry_run and script.plan_device is not None  # planning for a device that is not here
-    check_precision(args, model_args, script.allow_half_precision_optimizer, where)
+    planned = shape_from_config(script.plan_launch).sharding if planning and script.plan_launch else None
+    check_precision(args, model_args, script.allow_half_precision_optimizer, where, planned)
     if not planning:  # the device itself is checked in GRPOConfig.__post_init__
         check_processes(args)
         check_sharding(args, config_name())
