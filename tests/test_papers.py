@@ -423,3 +423,9 @@ def test_push_sends_the_card_and_parquet_in_one_upload(crawl, tmp_path, monkeypa
     files = FakeHfApi.calls[1][1]["files"]
     assert "README.md" in files and "data/train-00000-of-00001.parquet" in files
     assert not any(f.startswith(".") for f in files)
+
+
+def test_a_work_dir_of_another_query_is_refused(crawl):
+    tmp, _, _, _, _ = crawl
+    proc = wildsci("papers", str(tmp / "recipes" / "papers" / "test.yaml"), "--from_date", "2010-01-01", check=False)
+    assert proc.returncode == 2 and "holds the crawl of another query" in proc.stderr

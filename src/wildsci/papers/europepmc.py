@@ -157,7 +157,9 @@ class EuropePMC:
             try:
                 page = json.loads(r.body)
             except ValueError:
-                raise UserError("Europe PMC search answered something that is not JSON -- retry later") from None
+                page = None
+            if not isinstance(page, dict):
+                raise UserError("Europe PMC search answered something that is not a JSON object -- retry later")
             nxt = page.get("nextCursorMark")
             results = (page.get("resultList") or {}).get("result") or []
             done = not nxt or nxt == cursor or not results

@@ -7,6 +7,7 @@ datatrove executor; :func:`finish` then writes the card from what every rank rep
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -82,7 +83,7 @@ def dry_run(recipe: PapersRecipe) -> None:
     print(f"wildsci papers --dry-run: {recipe.name} -> {recipe.output_dir}")
     print(f"query:   {recipe.search_query()}")
     print(f"request: GET {search_url(recipe)}")
-    once = type(recipe.api)(**{**recipe.api.__dict__, "max_retries": 0, "timeout_s": min(recipe.api.timeout_s, 20)})
+    once = dataclasses.replace(recipe.api, max_retries=0, timeout_s=min(recipe.api.timeout_s, 20))  # one try
     try:
         with EuropePMC(once) as client:
             hits: int | None = client.hit_count(recipe.search_query())
@@ -261,8 +262,6 @@ def run_papers(
 
 
 def _plain(recipe: PapersRecipe) -> dict[str, Any]:
-    import dataclasses
-
     return dataclasses.asdict(recipe)
 
 
