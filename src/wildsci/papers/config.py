@@ -29,12 +29,16 @@ class ApiConfig:
     rate: float = field(
         default=5.0,
         metadata={
-            "help": "Requests per second for the whole crawl (all ranks together). Europe PMC asks for no more than "
-            "10 (docs/build.md, Getting papers)."
+            "help": "Requests per second for the whole crawl (all ranks together); at most max_rate "
+            "(docs/build.md, Getting papers: where the limit of 10 comes from)."
         },
     )
     max_rate: float = field(
-        default=10.0, metadata={"help": "The most requests per second the kit will send (the limit in docs/build.md)."}
+        default=10.0,
+        metadata={
+            "help": "The most requests per second the kit sends (10, the per-IP limit the API guides give); raise it "
+            "only for a server of your own, e.g. the tests' loopback Europe PMC."
+        },
     )
     concurrency: int = field(default=4, metadata={"help": "Connections open at once per rank."})
     page_size: int = field(default=1000, metadata={"help": "Search results per page (1-1000)."})
@@ -45,8 +49,11 @@ class ApiConfig:
     )
     max_backoff_s: float = field(default=120.0, metadata={"help": "Longest wait between two attempts."})
     user_agent: str = field(
-        default="wildsci-kit papers crawler (https://github.com/wildsci-kit)",
-        metadata={"help": "User-Agent header: say who you are, so the provider can reach you instead of blocking."},
+        default="wildsci-kit papers crawler",
+        metadata={
+            "help": "User-Agent header: add how to reach you (e.g. 'wildsci-kit papers crawler; you@lab.org'), so "
+            "the provider can write to you instead of blocking."
+        },
     )
 
     def __post_init__(self) -> None:
