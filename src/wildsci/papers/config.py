@@ -65,8 +65,8 @@ class ApiConfig:
             raise ValueError(f"api.rate must be > 0 requests per second, got {self.rate!r}")
         if self.rate > self.max_rate:
             raise ValueError(
-                f"api.rate {self.rate} is above api.max_rate {self.max_rate} (Europe PMC's limit, docs/build.md) "
-                "-- lower it"
+                f"api.rate {self.rate} is above api.max_rate {self.max_rate} (the per-IP limit API guides give, "
+                "docs/build.md) -- lower it"
             )
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ValueError(f"api.concurrency must be a whole number >= 1, got {self.concurrency!r}")
