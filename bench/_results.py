@@ -40,6 +40,7 @@ ENV_THAT_MATTERS = (
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",
     "MALLOC_TOP_PAD_",
+    "WILDSCI_MALLOC_TUNING",
 )
 #: captured at import, before a script sets its own defaults, so the command shows what the caller set
 START_ENV = {k: os.environ[k] for k in ENV_THAT_MATTERS if k in os.environ}

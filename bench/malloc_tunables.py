@@ -104,7 +104,11 @@ def main() -> None:
                  "the Makefile's values, or set them yourself")  # fmt: skip
     run = start_run(args.allow_dirty, write=not args.no_write)
     settings = {
-        "glibc defaults": {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+        # wildsci tunes malloc itself on import (wildsci.process): the baseline turns that off too
+        "glibc defaults": {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+            "WILDSCI_MALLOC_TUNING": "0",
+        },
         " ".join(f"{k}={v}" for k, v in tuned.items()): dict(os.environ),
     }
     results: dict[str, list[dict]] = {name: [] for name in settings}

@@ -168,3 +168,62 @@ class _SectionedRecipe:
 def test_a_misspelt_section_is_matched_by_the_keys_inside_it(data, suggestion):
     with pytest.raises(RecipeError, match=f"did you mean '{suggestion}'"):
         from_dict(_SectionedRecipe, data, "r.yaml")
+
+
+# ------------------------------------------------------------------------------------ malloc in the process
+#: a KV-cache-like workload: a tensor reallocated one step larger, 800 times (as generate() grows its cache)
+_GROWING_CACHE = """
+import resource, sys
+if sys.argv[1] == "wildsci":
+    import wildsci.cli  # what the `wildsci` command imports first
+import torch
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2):
+    x = torch.zeros(8, 16, 1, 64)
+    for _ in range(400):
+        x = torch.cat([x, torch.ones(8, 16, 1, 64)], dim=2)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _plain_shell_env(**extra: str) -> dict[str, str]:
+    """The environment of a shell that never ran `make`: no MALLOC_* variables."""
+    import os
+
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}, **extra}
+
+
+def _page_faults(how: str, **env: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", _GROWING_CACHE, how], env=_plain_shell_env(**env), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def _require_glibc() -> None:
+    from wildsci.process import _glibc
+
+    if _glibc() is None:
+        pytest.skip("glibc only: elsewhere the allocator is left alone")
+
+
+def test_wildsci_keeps_freed_memory_in_the_process_without_make():
+    """Page faults are counted, not timed: glibc's behaviour, the same on any CPU and at any load."""
+    _require_glibc()
+    untuned = _page_faults("wildsci", WILDSCI_MALLOC_TUNING="0")
+    tuned = _page_faults("wildsci")
+    assert tuned * 10 < untuned, (tuned, untuned)
+
+
+def test_processes_wildsci_starts_inherit_the_settings_and_a_users_own_value_wins():
+    _require_glibc()
+    probe = (
+        "import os, subprocess, sys, wildsci; "
+        "print(subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"MALLOC_TOP_PAD_\"], "
+        'os.environ["MALLOC_MMAP_THRESHOLD_"])\'], capture_output=True, text=True).stdout.strip())'
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe], env=_plain_shell_env(MALLOC_TOP_PAD_="4096"), capture_output=True, text=True
+    )
+    assert run.stdout.strip() == "4096 33554432", run.stderr[-2000:]
