@@ -12,6 +12,7 @@ compared with the transformers backend's, which runs float32 on CPU.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -32,11 +33,12 @@ def vllm_python() -> str:
     return str(VLLM_PYTHON)
 
 
-def cpu_server(model: str, log_path: Path, **kwargs) -> VllmServer:
-    """A (not yet started) CPU vLLM server for ``model``, started the way the tests and docs start it."""
+def cpu_server(model: str, log_path: Path, extra_args: Sequence[str] = (), **kwargs) -> VllmServer:
+    """A (not yet started) CPU vLLM server for ``model``, started the way the tests and docs start it
+    (``extra_args`` go last, so they override the same flags before them)."""
     return VllmServer(
         model=model,
-        command=[*CPU_COMMAND, *SERVER_ARGS],
+        command=[*CPU_COMMAND, *SERVER_ARGS, *extra_args],
         env={**CPU_ENV, "HF_HUB_OFFLINE": "1"},
         python=vllm_python(),
         startup_timeout=600,
