@@ -36,13 +36,11 @@ from wildsci.builder.plan import build_plan, preflight
 from wildsci.builder.state import STATE_DIR, base_hash, claim_output_dir, write_atomic
 from wildsci.cluster import slurm
 from wildsci.cluster.config import ExecutorConfig
+from wildsci.cluster.server import PER_TASK_URL
 from wildsci.cluster.status import RankView, killed_detail, progress_line, render, slurm_queue, stage_views
 from wildsci.errors import UserError
 from wildsci.recipes import from_dict, load_yaml, merge_overrides
 from wildsci.redact import redact_text
-
-#: a stand-in base_url for the checks made before submission, when each task starts its own server
-PER_TASK_URL = "http://per-task-server/v1"
 
 
 def build_command(

@@ -155,9 +155,11 @@ class MergeShards:
 
     def __call__(self, data: Any, rank: int, world_size: int) -> Any:
         from wildsci.builder.pipeline import run_build
+        from wildsci.cluster.server import merge_overrides_for
 
         shards = [str(self.job.shard_dir(r)) for r in range(self.job.tasks)]
         overrides = {"merge_from": shards, "executor.kind": "inprocess", "executor.tasks": 1}
+        overrides.update(merge_overrides_for(self.job))
         run_build(
             self.job.recipe, output_dir=self.job.out, overrides=overrides, push=self.job.push, command=self.job.command
         )

@@ -17,6 +17,17 @@ from typing import Any
 
 from wildsci.recipes import load_yaml
 
+#: where the roles point when no task server runs (the checks before submission, and the merge, which calls no LLM)
+PER_TASK_URL = "http://per-task-server/v1"
+
+
+def merge_overrides_for(job: Any) -> dict[str, Any]:
+    """The merge makes no LLM call, but the recipe's checks want a base_url for each openai role."""
+    if not job.server:
+        return {}
+    data = load_yaml(job.recipe)
+    return served_overrides(data, str((data.get("generator") or {}).get("model")), PER_TASK_URL)
+
 
 @contextmanager
 def task_server(job: Any, rank: int) -> Iterator[dict[str, Any]]:

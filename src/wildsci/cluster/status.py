@@ -45,14 +45,14 @@ def classify(
     """A rank's state and the detail shown beside it, from what the records say about it."""
     if done:
         return "done", ""
+    if failure is not None:  # a start removes the previous failure record: this one is the latest attempt's
+        return "failed", failure.get("cause", "")
     if queued is not None and queued.state in ("RUNNING", "COMPLETING") or alive:
         return "running", ""
     if queued is not None and queued.state in slurm.ACTIVE:
         if queued.reason == "DependencyNeverSatisfied":
             return "blocked", "waits on a build rank that failed: it can never start (DependencyNeverSatisfied)"
         return "pending", queued.reason
-    if failure is not None:
-        return "failed", failure.get("cause", "")
     if attempt is not None:
         return "killed", "started but neither finished nor recorded an error (SIGKILL, out of memory, time limit?)"
     return "not started", ""
