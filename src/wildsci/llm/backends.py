@@ -115,6 +115,11 @@ class BackendConfig:
             raise ValueError(
                 f"temperature must be in [0, 10] and top_p in (0, 1], got {self.temperature}, {self.top_p}"
             )
+        if self.base_url is not None and not re.match(r"https?://[^/\s]+", self.base_url):
+            raise ValueError(
+                f"base_url {self.base_url!r} is not an http(s) URL -- e.g. http://localhost:8000/v1 (scheme, host, "
+                "port and the /v1 of the OpenAI API)"
+            )
         if not DEVICE_NAME.fullmatch(str(self.device)):
             raise ValueError(f"device {self.device!r} is not a device name -- use auto, cpu, cuda, cuda:N or mps")
         if self.dtype not in DTYPES:
