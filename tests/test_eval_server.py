@@ -87,7 +87,9 @@ def both_backends(vllm_server, slices, tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_server_backend_asks_each_question_once(both_backends):
-    """lighteval 0.13's LiteLLM client would send every question DATASET_SPLITS (4) times (lighteval_compat, 3.)."""
+    """One request per question, counted by the server itself: lighteval 0.13's LiteLLM client builds every split's
+    prompts from the *whole* question set (``for doc in dataset`` in ``greedy_until``), so questions that fell into
+    two splits (tasks with different generation settings) would be generated once per split."""
     assert both_backends["answered"] == 2 * N
 
 

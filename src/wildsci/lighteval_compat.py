@@ -205,7 +205,7 @@ def vllm_sampling(generation_parameters) -> dict:
 
 
 def _patch_litellm_client(client_cls: type) -> None:
-    """Four fixes to lighteval 0.13's LiteLLM client (idempotent).
+    """Three fixes to lighteval 0.13's LiteLLM client (idempotent).
 
     1. **No silent empty answers.** When a request still fails after its retries, the client returns an empty
        answer, which is scored wrong *and cached*: a dead server looks like a bad model, even on a rerun. Here
@@ -213,16 +213,12 @@ def _patch_litellm_client(client_cls: type) -> None:
     2. **Generated token ids.** The client keeps only an answer's text, so ``completion_tokens`` would read 0.
        vLLM returns the ids when asked (``return_token_ids``); they are matched back to the answers by text
        (identical texts from one model are identical token sequences) inside lighteval's response cache.
-    3. **Every question asked once.** ``greedy_until`` cuts the questions into ``DATASET_SPLITS`` (4) splits but
-       builds each split's prompts from the *whole* dataset (``for doc in dataset``), so from 4 questions on the
-       server generates every answer 4 times and lighteval keeps the first copy. One split sends each once.
-    4. **The recipe's sampling, not the server's.** vLLM applies the model's ``generation_config.json`` as its
+    3. **The recipe's sampling, not the server's.** vLLM applies the model's ``generation_config.json`` as its
        default sampling (``--generation-config auto``: Qwen2.5-Instruct's ``repetition_penalty: 1.05``, top-k,
        top-p); parameters LiteLLM drops for ``hosted_vllm`` go in the request body, so a request states them all.
     """
     if getattr(client_cls.greedy_until, "_wildsci_patched", False):
         return
-    client_cls.DATASET_SPLITS = 1
     import threading
 
     import litellm
