@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 def test_each_task_starts_and_stops_its_own_server(embedded_model, tmp_path):
     data = yaml.safe_load((ROOT / "recipes" / "data" / "demo.yaml").read_text())
-    data.update(output_dir=str(tmp_path / "out"), max_papers=3)
+    data.update(output_dir=str(tmp_path / "out"))  # every paper: max_papers applies before the hash partition
+    data["generate"]["questions_per_chunk"] = 1
     data["generator"].pop("batch_size", None)
     data["generator"].update(backend="openai", base_url=None, model=embedded_model, guided_decoding="vllm")
     data["vote"]["num_votes"] = 2

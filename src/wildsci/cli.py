@@ -36,6 +36,12 @@ def _papers_recipe_classes() -> tuple[type, ...]:
     return (PapersRecipe,)
 
 
+def _pipeline_recipe_classes() -> tuple[type, ...]:
+    from wildsci.pipeline import PipelineRecipe
+
+    return (PipelineRecipe,)
+
+
 def _accelerate_classes() -> tuple[type, ...]:
     from accelerate.commands.config.config_args import ClusterConfig
 
@@ -67,6 +73,12 @@ RECIPE_KINDS: dict[str, RecipeKind] = {
         _papers_recipe_classes,
         lambda data, src: check_nested(_papers_recipe_classes()[0])(data, src),
         "wildsci papers RECIPE",
+    ),
+    "pipeline": RecipeKind(
+        "pipeline",
+        _pipeline_recipe_classes,
+        lambda data, src: check_nested(_pipeline_recipe_classes()[0])(data, src),
+        "wildsci pipeline RECIPE",
     ),
     "accelerate": RecipeKind(
         "accelerate",
@@ -101,6 +113,18 @@ def _cmd_papers(args: argparse.Namespace, extra: list[str]) -> int:
 
     expect_kind(args.recipe, "papers", RECIPE_KINDS)
     run_papers(args.recipe, overrides=parse_overrides(extra), dry=args.dry_run, push=args.push)
+    return 0
+
+
+def _cmd_pipeline(args: argparse.Namespace, extra: list[str]) -> int:
+    from wildsci.pipeline import run_pipeline
+    from wildsci.recipes import expect_kind, parse_overrides
+
+    expect_kind(args.recipe, "pipeline", RECIPE_KINDS)
+    overrides = parse_overrides(extra)
+    if args.executor is not None:
+        overrides["executor"] = args.executor
+    run_pipeline(args.recipe, overrides, dry_run=args.dry_run, status=args.status, wait=args.wait)
     return 0
 
 
@@ -204,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--push", action="store_true", help="push the papers dataset to the Hub (recipe's hub_repo_id)")
     pa.set_defaults(func=_cmd_papers)
 
+    pl = sub.add_parser(
+        "pipeline",
+        help="the whole chain (build, GRPO, eval, report) in process or as Slurm jobs (recipes/pipeline/*.yaml)",
+        description="Any recipe key can be overridden: --key value, --grpo.resources.nodes 2.",
+    )
+    pl.add_argument("recipe", help="path to a pipeline recipe, e.g. recipes/pipeline/paper.yaml")
+    pl.add_argument("--executor", choices=("inprocess", "slurm"), default=None, help="override the recipe's executor")
+    pl.add_argument("--dry-run", action="store_true", help="print the scripts or commands, the job graph and the cost")
+    pl.add_argument("--status", action="store_true", help="the chain's stages: job, state, elapsed, failing line, log")
+    pl.add_argument("--wait", action="store_true", help="on Slurm: follow the jobs until the chain ends")
+    pl.set_defaults(func=_cmd_pipeline)
+
     r = sub.add_parser("recipes", help="recipe tools")
     rsub = r.add_subparsers(dest="recipes_command", required=True, metavar="ACTION")
     rc = rsub.add_parser(
@@ -253,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.func not in (_cmd_build, _cmd_eval, _cmd_papers):
+    if extra and args.func not in (_cmd_build, _cmd_pipeline, _cmd_eval, _cmd_papers):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     secrets = secret_values(argv if argv is not None else sys.argv[1:])
     return run_main(

@@ -84,25 +84,37 @@ def _fingerprint(stage: Stage, upstream: str) -> str:
     return h.hexdigest()[:16]
 
 
-def plan(run_dir: str | Path = "runs/demo", small: bool = False) -> list[Stage]:
-    """The chain's stages, with their commands and fingerprints (nothing is run or checked here)."""
+def plan(
+    run_dir: str | Path = "runs/demo",
+    small: bool = False,
+    recipes: dict[str, str] | None = None,
+    args: dict[str, list[str]] | None = None,
+) -> list[Stage]:
+    """The chain's stages, with their commands and fingerprints (nothing is run or checked here).
+
+    ``recipes`` and ``args`` (extra command-line arguments per stage) come from a pipeline recipe
+    (``wildsci pipeline``); by default they are the demo's.
+    """
     run = Path(run_dir)
     ds, grpo, ev = run / "dataset", run / "grpo", run / "eval"
-    extra = SMALL if small else {"build": [], "grpo": [], "eval": []}
+    recipes = {**RECIPES, **(recipes or {})}
+    extra = {k: list(v) for k, v in (SMALL if small else {"build": [], "grpo": [], "eval": []}).items()}
+    for k, v in (args or {}).items():
+        extra[k] = [*extra.get(k, []), *v]
     wildsci = _script("wildsci", "wildsci.cli")
     accelerate = _script("accelerate", "accelerate.commands.launch")
 
-    build = ["build", RECIPES["build"], "--output-dir", str(ds), *extra["build"]]
+    build = ["build", recipes["build"], "--output-dir", str(ds), *extra["build"]]
     # accelerate launch gives a single process ONE OpenMP thread unless told otherwise (its multi-process CPU
     # default): on CPU the demo's GRPO then runs ~2x slower on 2 cores. Give the one process every core.
     threads = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     train = [
         "launch", "--num_processes", "1", "--num_cpu_threads_per_process", threads, "-m", "wildsci.grpo",
-        "--config", RECIPES["grpo"],
+        "--config", recipes["grpo"],
         "--output_dir", str(grpo), "--dataset_name", str(ds), *extra["grpo"],
     ]  # fmt: skip
     evaluate = [
-        "eval", RECIPES["eval"], "--output-dir", str(ev), "--trained", str(grpo), "--sources.wildsci", str(ds),
+        "eval", recipes["eval"], "--output-dir", str(ev), "--trained", str(grpo), "--sources.wildsci", str(ds),
         *extra["eval"],
     ]  # fmt: skip
     report = ["report", str(run)]
@@ -112,14 +124,14 @@ def plan(run_dir: str | Path = "runs/demo", small: bool = False) -> list[Stage]:
             ["wildsci", *build],
             [*wildsci, *build],
             [ds / "build_report.json", ds / "README.md", ds / "data" / "train-00000-of-00001.parquet"],
-            RECIPES["build"],
+            recipes["build"],
         ),
         Stage(
             "grpo",
             ["accelerate", *train],
             [*accelerate, *train[1:]] if accelerate[0] == sys.executable else [*accelerate, *train],
             [grpo / "config.json", grpo / "model.safetensors", grpo / "README.md", grpo / "wildsci_metrics.jsonl"],
-            RECIPES["grpo"],
+            recipes["grpo"],
             resume=["--resume_from_checkpoint"],
             stale=["checkpoint-*"],  # else `wildsci eval` would evaluate an earlier run's checkpoints as this one's
         ),
@@ -128,7 +140,7 @@ def plan(run_dir: str | Path = "runs/demo", small: bool = False) -> list[Stage]:
             ["wildsci", *evaluate],
             [*wildsci, *evaluate],
             [ev / "results.json", ev / "predictions.jsonl", ev / "results.md"],
-            RECIPES["eval"],
+            recipes["eval"],
         ),
         Stage("report", ["wildsci", *report], [*wildsci, *report], [run / "report.md"], always=True),
     ]
@@ -226,12 +238,18 @@ def _check_recipes(stages: list[Stage]) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- main
-def run_demo(run_dir: str | Path = "runs/demo", plan_only: bool = False, small: bool = False) -> Path:
+def run_demo(
+    run_dir: str | Path = "runs/demo",
+    plan_only: bool = False,
+    small: bool = False,
+    recipes: dict[str, str] | None = None,
+    args: dict[str, list[str]] | None = None,
+) -> Path:
     """Run (or with ``plan_only`` only print) the chain into ``run_dir``; returns the report's path."""
     from wildsci.models import DEFAULT_MODEL, describe, resolve_model
 
     run = Path(run_dir)
-    stages = plan(run, small=small)
+    stages = plan(run, small=small, recipes=recipes, args=args)
     _check_recipes(stages)
     state = _load_state(run)
     size = "small (--small: every stage shrunk for the tests)" if small else "full"
