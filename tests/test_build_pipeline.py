@@ -170,7 +170,7 @@ def write_recipe(tmp: Path, base_url: str, data_dir: Path | None = None, **extra
             "max_retries": 0,
             "concurrency": 4,
             "temperature": 0.7,
-            "timeout_s": 20,
+            "timeout_s": 120,  # the fake server answers at once; a loaded machine must not turn slowness into drops
         },
         "generate": {"questions_per_chunk": 2},
         "options": {"max_attempts": 1},

@@ -282,18 +282,3 @@ def check_model(
     if chat_template and not getattr(tok, "chat_template", None):
         raise ModelError(f"{where} {ref!r}: the tokenizer has no chat template -- use an instruct/chat model here")
     return path
-
-
-def check_tokenizer(ref: str, where: str = "tokenizer") -> str:
-    """A reference used for its tokenizer only (token counts) must resolve and its tokenizer load."""
-    from transformers import AutoTokenizer
-
-    path = resolve_model(ref)
-    try:
-        AutoTokenizer.from_pretrained(path)
-    except Exception as e:  # not cached offline, no tokenizer files, junk tokenizer.json
-        hint = "the Hub is offline (HF_HUB_OFFLINE=1): it must be in the cache" if _hub_offline() else "check it"
-        raise ModelError(
-            f"{where} {ref!r}: its tokenizer cannot be loaded: {first_line(e).rstrip('.')} -- {hint}"
-        ) from None
-    return path

@@ -22,7 +22,7 @@ from wildsci.builder.generate import check_planned_calls
 from wildsci.builder.ingest import SourceConfig, is_remote, source_files
 from wildsci.builder.push import check_push
 from wildsci.errors import UserError
-from wildsci.models import check_device, check_model, check_tokenizer
+from wildsci.models import check_device, check_model
 
 #: the per-paper stages, in order (each is checkpointed; see wildsci.builder.state)
 STAGE_ORDER = ("ingest", "chunk", "generate", "options", "vote", "filter", "label")
@@ -62,8 +62,6 @@ def preflight(recipe: BuildRecipe, push: bool) -> None:
                 f"{role}: api_key_env names ${cfg.api_key_env}, which is not set -- export it "
                 "(never put keys in recipes)"
             )
-    if recipe.chunking.tokenizer:
-        check_tokenizer(recipe.chunking.tokenizer, "chunking.tokenizer")  # not a silent fall back to word counts
     if push:
         check_push(recipe.hub_repo_id)  # offline or not logged in: known now, not after every call was paid for
 
