@@ -83,7 +83,7 @@ def split_note(assignment: dict[str, str], moved: list[str], rows: dict[str, lis
     """
     requested = {"validation": cfg.validation, "test": cfg.test}
     empty = [name for name, frac in requested.items() if frac > 0 and name not in assignment.values()]
-    if not moved and not empty:
+    if not assignment or (not moved and not empty):  # no rows: the build says that itself
         return None
     papers = Counter(assignment.values())
     shares = ", ".join(
