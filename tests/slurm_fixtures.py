@@ -52,7 +52,9 @@ class SlurmCluster:
         return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in path.read_text().splitlines() if line.strip()]
 
     def squeue(self) -> str:
-        return subprocess.run(["squeue", "-h", "-r"], capture_output=True, text=True, env={**os.environ, **self.env}).stdout
+        return subprocess.run(
+            ["squeue", "-h", "-r"], capture_output=True, text=True, env={**os.environ, **self.env}
+        ).stdout
 
 
 def _write_conf(root: Path) -> Path:

@@ -161,6 +161,8 @@ def _cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         print_plan(args.recipe, overrides=overrides)
         return 0
     results = run_eval(args.recipe, overrides=overrides)
+    if results is None:  # model_index: one model's run, saved for the matrix
+        return 0
     md, _ = write_eval_outputs(results.parent)
     print(f"wildsci eval: tables in {md}")
     return 0

@@ -37,6 +37,14 @@ class EvalRecipe:
         },
     )
     base_name: str = field(default="base", metadata={"help": "name of the base model in tables and plots"})
+    model_index: int | None = field(
+        default=None,
+        metadata={
+            "help": "evaluate only the i-th model (0 = base, then the checkpoints by step, then the final save) and "
+            "write no matrix: one task of a per-model array job; a later run without it reuses every saved model "
+            "run and writes the matrix (wildsci pipeline)"
+        },
+    )
     tasks: list[str] = field(
         default_factory=lambda: list(DEFAULT_TASKS),
         metadata={"help": f"tasks of eval_tasks/wildsci_tasks.py, without the 'wildsci:' prefix: {', '.join(TASKS)}"},
@@ -146,6 +154,8 @@ class EvalRecipe:
     )
 
     def __post_init__(self):
+        if self.model_index is not None and self.model_index < 0:
+            raise ValueError(f"model_index must be >= 0 (0 = the base model), got {self.model_index}")
         for t in self.tasks:
             if t.removeprefix("wildsci:") not in TASKS:
                 raise ValueError(f"unknown task {t!r} in 'tasks' -- known: {', '.join(TASKS)}")

@@ -358,8 +358,35 @@ def check_models(recipe: EvalRecipe) -> list[ModelEntry]:
     return models
 
 
-def run_eval(recipe_path: str | Path, overrides: dict[str, Any] | None = None) -> Path:
-    """``wildsci eval RECIPE [--permutations K] [--output-dir DIR] [--key value ...]``; returns results.json's path."""
+def _run_one_model(recipe: EvalRecipe, models: list[ModelEntry], out_dir: Path) -> Path | None:
+    """``model_index``: one model's lighteval run, saved for the matrix that a later run without it writes.
+
+    Why: on a cluster every model (base and each checkpoint) is one task of an array job with its own GPUs and
+    server; the array is sized before training ends, so an index past the models that exist has nothing to do.
+    """
+    i = recipe.model_index
+    if i >= len(models):
+        print(
+            f"wildsci eval: model_index {i}: there are {len(models)} model(s) -- nothing to evaluate", file=sys.stderr
+        )
+        return None
+    m = models[i]
+    with tempfile.TemporaryDirectory(prefix="wildsci-eval-") as tmp:
+        cfg, tasks, skipped, _ = _data_config(recipe, Path(tmp))
+        if not tasks:
+            raise UserError(f"no task left to run ({skipped}) -- check 'sources'")
+        config_file = out_dir / "lighteval" / f"{m.name}.eval_config.json"  # one per task: no two writers
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(json.dumps(cfg.to_json(), indent=1), encoding="utf-8")
+        print(f"wildsci eval: {m.name} (step {m.step}), model {i + 1} of {len(models)}", file=sys.stderr)
+        evaluate_model(recipe, m, tasks, cfg, out_dir, config_file)
+    print(f"wildsci eval: {m.name} saved in {out_dir / 'lighteval' / m.name} (the matrix: rerun without model_index)")
+    return None
+
+
+def run_eval(recipe_path: str | Path, overrides: dict[str, Any] | None = None) -> Path | None:
+    """``wildsci eval RECIPE [--permutations K] [--output-dir DIR] [--key value ...]``; returns results.json's path
+    (``None`` with ``model_index``, which writes one model's run only)."""
     from tqdm import tqdm
 
     overrides = dict(overrides or {})
@@ -367,6 +394,8 @@ def run_eval(recipe_path: str | Path, overrides: dict[str, Any] | None = None) -
     out_dir = check_writable_dir(recipe.output_dir, "output_dir")
     models = check_models(recipe)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if recipe.model_index is not None:
+        return _run_one_model(recipe, models, out_dir)
     with tempfile.TemporaryDirectory(prefix="wildsci-eval-") as tmp:
         cfg, tasks, skipped, dropped = _data_config(recipe, Path(tmp))
         if not tasks:
