@@ -69,7 +69,8 @@ def test_plan_in_hours_from_counted_questions_and_a_stated_throughput(shared_dat
     assert rows["mmlu_pro"].split()[1] == str(n) and "counted in" in rows["mmlu_pro"]
     assert f"per model: {n * 3} generations, at most {n * 3 * 100:,} generated tokens" in out
     hours = n * 3 * 100 / (8 * 0.001) / 3600
-    assert f"time on 8 GPU(s): at most {hours:,.1f} h of generation at 0 tokens/s per GPU (a test figure)" in out
+    assert f"time on 8 GPU(s): at most {hours:.3g} h of generation at 0 tokens/s per GPU (a test figure)" in out
+    assert "requests in flight: 8 (1 per GPU)" in out
     assert "missing from this estimate" not in out
     assert not (tmp_path / "eval").exists()
 

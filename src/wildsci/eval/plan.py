@@ -98,7 +98,10 @@ def plan_eval(recipe: EvalRecipe) -> dict[str, Any]:
     gens = sum(tp.questions * orders for tp in known)
     tokens = sum(tp.questions * orders * tp.answer_tokens for tp in known)
     n_models, models_note = _models(recipe)
-    gpus = recipe.plan_gpus or recipe.tensor_parallel_size * recipe.data_parallel_size
+    if recipe.backend == "server":
+        gpus = recipe.plan_gpus or recipe.tensor_parallel_size * recipe.data_parallel_size
+    else:
+        gpus = recipe.plan_gpus or recipe.num_processes
     missing = [f"the question count of {tp.task} ({tp.counted})" for tp in generated if tp.questions is None]
     if recipe.plan_tokens_per_second is None:
         missing.append("the throughput: set plan_tokens_per_second (generated tokens/s of one GPU) and its source")
@@ -123,6 +126,11 @@ def _n(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def _h(x: float) -> str:
+    """Hours with three significant digits below 100 (0.64, 12.5), whole hours above."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def format_plan(recipe: EvalRecipe, plan: dict[str, Any], recipe_path: str) -> str:
     """The plan as the lines ``--dry-run`` prints."""
     orders = plan["orders"]
@@ -145,15 +153,19 @@ def format_plan(recipe: EvalRecipe, plan: dict[str, Any], recipe_path: str) -> s
         f"{bound}{_n(plan['models'] * per)} generated tokens",
     ]
     gpus = plan["gpus"]
+    unit = "GPU" if recipe.backend == "server" else "process"  # transformers: num_processes (GPUs, or one CPU)
+    if recipe.backend == "server":
+        per_gpu = recipe.concurrent_requests / gpus
+        lines.append(f"requests in flight: {recipe.concurrent_requests} ({per_gpu:,.0f} per GPU)")
     if plan["hours"] is not None:
-        rate = f"{recipe.plan_tokens_per_second:,.0f} tokens/s per GPU ({recipe.plan_throughput_source})"
+        rate = f"{recipe.plan_tokens_per_second:,.0f} tokens/s per {unit} ({recipe.plan_throughput_source})"
         lines.append(
-            f"time on {gpus} GPU(s): {bound}{plan['hours']:,.1f} h of generation at {rate}; plus each model's start"
+            f"time on {gpus} {unit}(s): {bound}{_h(plan['hours'])} h of generation at {rate}; plus each model's start"
         )
     else:
         gpu_h = plan["models"] * per / 3600
         lines.append(
-            f"time on {gpus} GPU(s): {bound}{gpu_h / gpus:,.0f} h / T, for T generated tokens/s per GPU "
+            f"time on {gpus} {unit}(s): {bound}{_h(gpu_h / gpus)} h / T, for T generated tokens/s per {unit} "
             "(no throughput stated)"
         )
     if plan["missing"]:
