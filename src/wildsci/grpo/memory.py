@@ -17,7 +17,8 @@ The estimate counts, per device:
   with ``vllm_enable_sleep_mode`` the share is released while training);
 - training: activations of one micro-batch of the longest sequences, every layer's (checkpointing keeps one
   hidden state per layer and recomputes one layer at a time). TRL scores log-probs through a fused, chunked LM
-  head (``fused_lm_head=True``), so no full logits tensor is counted.
+  head (``fused_lm_head=True``), so no full logits tensor is counted. Attention scores (batch x heads x L x L)
+  are counted only for ``attn_implementation: eager``; sdpa's kernels do not keep them.
 
 The prompt lengths are the dataset's real ones: every prompt is rendered with the model's chat template and
 tokenized (what TRL feeds to ``generate``); the plan takes the longest, because the batch that holds it is padded
@@ -81,6 +82,7 @@ class ModelShape:
 
     params: int
     layers: int
+    heads: int
     hidden: int
     intermediate: int
     kv_heads: int
@@ -102,6 +104,7 @@ class ModelShape:
         return cls(
             params=params,
             layers=text.num_hidden_layers,
+            heads=heads,
             hidden=text.hidden_size,
             intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
             kv_heads=getattr(text, "num_key_value_heads", None) or heads,
@@ -124,6 +127,7 @@ class RunShape:
     beta: float
     vllm_share: float | None  # vllm_gpu_memory_utilization in colocate mode, else None
     vllm_sleeps: bool
+    scores_materialized: bool  # attention keeps batch x heads x L x L scores (attn_implementation: eager)
 
     @property
     def sequence(self) -> int:
@@ -133,6 +137,9 @@ class RunShape:
 # Activation bytes per token and layer, in units of the activation dtype, for a transformer decoder layer
 # (Llama/Qwen2 shape): saved for the backward without checkpointing, and one layer's working set with it.
 ACT_HIDDEN, ACT_INTERMEDIATE = 16, 5
+#: with checkpointing, the backward holds the recomputed layer's activations, their gradients and the next layer's
+#: recompute: three layers' worth, as measured on the CPU (tests/test_grpo_memory.py keeps it honest)
+CHECKPOINT_LAYERS = 3
 PREFILL_HIDDEN, PREFILL_INTERMEDIATE = 4, 3
 
 
@@ -241,16 +248,21 @@ def estimate(
             * (PREFILL_HIDDEN * model.hidden + PREFILL_INTERMEDIATE * model.intermediate)
             * run.autocast_bytes
         )
+        if run.scores_materialized:
+            prefill += 2 * run.generation_batch * model.heads * run.prompt_tokens**2 * run.autocast_bytes
         add(("generation transient", prefill / GIB, "the prefill's activations of one layer"))
         gen = kv + prefill
     tokens = run.micro_batch * run.sequence
-    layer = (ACT_HIDDEN * model.hidden + ACT_INTERMEDIATE * model.intermediate) * run.autocast_bytes
-    if run.gradient_checkpointing:
-        acts = tokens * (model.layers * model.hidden * wb + layer)
+    layer = tokens * (ACT_HIDDEN * model.hidden + ACT_INTERMEDIATE * model.intermediate) * run.autocast_bytes
+    scores = run.micro_batch * model.heads * run.sequence**2 * run.autocast_bytes if run.scores_materialized else 0
+    if run.gradient_checkpointing:  # one hidden state per layer + CHECKPOINT_LAYERS layers' worth while recomputing
+        acts = tokens * model.layers * model.hidden * wb + CHECKPOINT_LAYERS * (layer + scores)
         how = f"{run.micro_batch} x {run.sequence} tokens: one hidden state per layer + one layer recomputed"
-    else:
-        acts = tokens * model.layers * layer
+    else:  # every layer's activations
+        acts = model.layers * (layer + scores)
         how = f"{run.micro_batch} x {run.sequence} tokens x {model.layers} layers (no checkpointing)"
+    if scores:
+        how += "; attention scores kept (eager)"
     add(("training activations", acts / GIB, how))
 
     gen_during_training = gen if (run.vllm_share is not None and not run.vllm_sleeps) else 0.0
@@ -309,6 +321,8 @@ def run_shape(args: Any, model_args: Any, prompt_tokens: int, processes: int) ->
         beta=args.beta,
         vllm_share=args.vllm_gpu_memory_utilization if colocate else None,
         vllm_sleeps=bool(args.vllm_enable_sleep_mode),
+        # sdpa's kernels (flash, memory-efficient; on the CPU too, measured) do not keep the L x L scores; eager does
+        scores_materialized=model_args.attn_implementation == "eager",
     )
 
 
