@@ -90,8 +90,9 @@ slurm:
 	  else echo "slurm-wlm or munge missing and not root: the Slurm tests will skip or fail"; fi; \
 	fi
 
+# the demo chain's pipeline recipe, in process (wildsci demo --run-dir runs/demo runs the same stages)
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/wildsci demo --run-dir runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/wildsci pipeline recipes/pipeline/demo.yaml
 
 demo-plan: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/wildsci demo --run-dir runs/demo --plan

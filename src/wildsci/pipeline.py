@@ -128,6 +128,27 @@ def _stages(recipe: PipelineRecipe) -> list[Any]:
     return plan(recipe.run_dir, small=recipe.small, recipes=recipes, args=args)
 
 
+def eval_models(stages: list[Any]) -> tuple[int, str]:
+    """How many models the evaluation will find after training (base, kept checkpoints, final save), from the GRPO
+    recipe's save schedule: the size of the per-model array job, known before training ends."""
+    grpo = stages[1]
+    g = {**load_yaml(grpo.recipe), **parse_overrides(_recipe_args(grpo, "--config"))}
+    steps, every, keep = g.get("max_steps", -1), g.get("save_steps", 500), g.get("save_total_limit")
+    if str(g.get("save_strategy", "steps")) == "no":
+        return 2, "base + the final save (save_strategy: no)"
+    if not isinstance(steps, int) or steps <= 0:
+        n = int(keep) if keep else 8
+        return 2 + n, f"base + up to {n} checkpoints + the final save (max_steps not set: bounded by save_total_limit)"
+    n = steps // int(every) if isinstance(every, int) and every >= 1 else 1
+    if keep:
+        n = min(n, int(keep))
+    return 2 + n, f"base + {n} checkpoint(s) + the final save, from max_steps {steps} / save_steps {every}"
+
+
+def _layout(stages: list[Any]) -> dict[str, Any]:
+    return {"eval_models": eval_models(stages)[0], "eval_command": stages[2].shown}
+
+
 def _grpo_model(stage: Any) -> str:
     cfg = load_yaml(stage.recipe) if stage.recipe and Path(stage.recipe).is_file() else {}
     return str(cfg.get("model_name_or_path", ""))
@@ -165,7 +186,7 @@ def run_pipeline(
         run_demo(recipe.run_dir, small=recipe.small, recipes=recipes, args=args)
         return
     resources = {k: c.resources for k, c in recipe.stages().items()}
-    jobs = chain.submit(recipe.name, stages, resources, run, recipe.slurm, _grpo_model(stages[1]))
+    jobs = chain.submit(recipe.name, stages, resources, run, recipe.slurm, _grpo_model(stages[1]), _layout(stages))
     if not jobs:
         print(f"wildsci pipeline: nothing to do -- every stage of {recipe.name} is done (report: {run / 'report.md'})")
         return
@@ -200,7 +221,7 @@ def show_status(recipe: PipelineRecipe, stages: list[Any]) -> None:
     state = chain.load_state(run)
     if not state.get("jobs"):
         raise UserError(f"no chain submitted from {run} -- submit it with `wildsci pipeline RECIPE --executor slurm`")
-    views = chain.stage_views(run, stages, state)
+    views = chain.stage_views(run, stages, state, _layout(stages))
     con = Console(width=200)
     con.print(_table(views, f"{recipe.name}: {run}"))
     bad = next((v for v in views if v["state"] == "failed"), None)
@@ -223,7 +244,7 @@ def follow(recipe: PipelineRecipe, stages: list[Any], poll_s: float = 5.0) -> No
     last = ""
     try:
         while True:
-            views = chain.stage_views(run, stages, chain.load_state(run))
+            views = chain.stage_views(run, stages, chain.load_state(run), _layout(stages))
             line = ", ".join(f"{v['stage']} {v['state']}" for v in views)
             if line != last:
                 print(f"wildsci pipeline: {line}", file=sys.stderr, flush=True)
@@ -346,7 +367,8 @@ def print_plan(recipe: PipelineRecipe, stages: list[Any]) -> None:
         for s in stages:
             res = recipe.stages()[s.name].resources
             con.print(f"\n[bold]{s.name}[/]: {chain.stage_dir(run) / (s.name + '.sbatch')}")
-            con.print(chain.render_script(recipe.name, s, res, run, recipe.slurm, env_command, model), markup=False)
+            script = chain.render_script(recipe.name, s, res, run, recipe.slurm, env_command, model, _layout(stages))
+            con.print(script, markup=False)
         con.print(
             "\n[bold]job graph[/]: "
             + " -> ".join(f"{s.name} (afterok)" if i else s.name for i, s in enumerate(stages))

@@ -30,21 +30,25 @@ def stage_dir(run: Path) -> Path:
     return run / STATE_DIR
 
 
-def marker(run: Path, stage: str) -> Path:
-    return stage_dir(run) / f"{stage}.done"
+def marker(run: Path, stage: str, task: int | None = None) -> Path:
+    return stage_dir(run) / (f"{stage}.done" if task is None else f"{stage}-{task}.done")
 
 
-def is_done(run: Path, stage: Any) -> bool:
-    """The stage's marker holds this stage's current fingerprint (command, recipe and every stage before it)."""
-    m = marker(run, stage.name)
-    return m.is_file() and m.read_text().strip() == stage.fingerprint
+def is_done(run: Path, stage: Any, tasks: int | None = None) -> bool:
+    """The stage's marker(s) hold this stage's current fingerprint (command, recipe and every stage before it).
+
+    ``tasks``: an array stage (the evaluation: one task per model) is done when every task's marker is.
+    """
+    paths = [marker(run, stage.name)] if tasks is None else [marker(run, stage.name, i) for i in range(tasks)]
+    return all(m.is_file() and m.read_text().strip() == stage.fingerprint for m in paths)
 
 
-def sbatch_header(name: str, stage: str, res: Any, run: Path, cfg: Any) -> list[str]:
+def sbatch_header(name: str, stage: str, res: Any, run: Path, cfg: Any, tasks: int | None = None) -> list[str]:
+    log = f"{stage}-%A_%a.out" if tasks else f"{stage}-%j.out"
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name=wildsci-{name}-{stage}",
-        f"#SBATCH --output={stage_dir(run).resolve()}/logs/{stage}-%j.out",
+        f"#SBATCH --output={stage_dir(run).resolve()}/logs/{log}",
         f"#SBATCH --nodes={res.nodes}",
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --cpus-per-task={res.cpus_per_task}",
@@ -52,6 +56,8 @@ def sbatch_header(name: str, stage: str, res: Any, run: Path, cfg: Any) -> list[
         f"#SBATCH --time={res.time}",
         f"#SBATCH --chdir={Path.cwd()}",
     ]
+    if tasks:
+        lines.append(f"#SBATCH --array=0-{tasks - 1}")
     if res.gpus_per_node:
         lines.append(f"#SBATCH --gpus-per-node={res.gpus_per_node}")
     if res.partition or cfg.partition:
@@ -102,19 +108,42 @@ def _grpo_body(stage: Any, res: Any, run: Path, model: str) -> list[str]:
 
 
 def render_script(
-    name: str, stage: Any, res: Any, run: Path, cfg: Any, env_command: str | None, model: str = ""
+    name: str,
+    stage: Any,
+    res: Any,
+    run: Path,
+    cfg: Any,
+    env_command: str | None,
+    model: str = "",
+    layout: dict[str, Any] | None = None,
 ) -> str:
-    """The sbatch script of one stage: header, environment, the stage's command, then its done marker."""
-    lines = sbatch_header(name, stage.name, res, run, cfg)
+    """The sbatch script of one stage: header, environment, the stage's command, then its done marker.
+
+    ``layout["eval_models"]``: the evaluation is an array job, one task per model (base, then each checkpoint),
+    sized before training ends from the GRPO recipe's save schedule; a task past the models that exist has nothing
+    to do. The report job first writes the evaluation matrix from every saved model run (``wildsci eval`` without
+    ``--model_index`` evaluates nothing again), then the report.
+    """
+    layout = layout or {}
+    tasks = layout.get("eval_models") if stage.name == "eval" else None
+    lines = sbatch_header(name, stage.name, res, run, cfg, tasks)
     lines += ["set -euo pipefail", "export PYTHONUNBUFFERED=1"]
     if env_command:
         lines.append(env_command)
-    lines.append(f'echo "wildsci pipeline: stage {stage.name} on $(hostname) (job $SLURM_JOB_ID)"')
+    where = "(job $SLURM_JOB_ID" + (", task $SLURM_ARRAY_TASK_ID" if tasks else "") + ")"
+    lines.append(f'echo "wildsci pipeline: stage {stage.name} on $(hostname) {where}"')
+    done = shlex.quote(str(marker(run, stage.name).resolve()))
     if stage.name == "grpo":
         lines += _grpo_body(stage, res, run, model)
+    elif tasks:
+        lines.append(shlex.join([*stage.shown, "--model_index"]) + " $SLURM_ARRAY_TASK_ID")
+        done = shlex.quote(str(stage_dir(run).resolve())) + '/eval-"$SLURM_ARRAY_TASK_ID".done'
+    elif stage.name == "report" and layout.get("eval_command"):
+        lines.append(shlex.join(layout["eval_command"]) + "   # the matrix, from every model's saved run")
+        lines.append(shlex.join(stage.shown))
     else:
         lines.append(shlex.join(stage.shown))
-    lines.append(f"echo {stage.fingerprint} > {shlex.quote(str(marker(run, stage.name).resolve()))}")
+    lines.append(f"echo {stage.fingerprint} > {done}")
     return "\n".join(lines) + "\n"
 
 
@@ -137,12 +166,19 @@ def save_state(run: Path, state: dict[str, Any]) -> None:
 
 
 def submit(
-    name: str, stages: list[Any], resources: dict[str, Any], run: Path, cfg: Any, model: str = ""
+    name: str,
+    stages: list[Any],
+    resources: dict[str, Any],
+    run: Path,
+    cfg: Any,
+    model: str = "",
+    layout: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """Submit every stage without a current done marker, each after the one before; returns stage -> job id."""
     slurm.require_slurm()
+    layout = layout or {}
     state = load_state(run)
-    views = stage_views(run, stages, state)
+    views = stage_views(run, stages, state, layout)
     busy = [v for v in views if v["state"] in ("running", "pending")]
     if busy:
         ids = " ".join(v["job"] for v in busy)
@@ -160,19 +196,24 @@ def submit(
     env_command = cfg.env_command or slurm.default_env_command()
     after, jobs = None, {}
     for stage in stages:
-        if after is None and is_done(run, stage):
+        tasks = layout.get("eval_models") if stage.name == "eval" else None
+        if after is None and is_done(run, stage, tasks):
             continue  # a finished stage at the head of the chain is not redone
-        marker(run, stage.name).unlink(missing_ok=True)
+        for m in stage_dir(run).glob(f"{stage.name}*.done"):
+            m.unlink()
         script = stage_dir(run) / f"{stage.name}.sbatch"
-        script.write_text(render_script(name, stage, resources[stage.name], run, cfg, env_command, model))
+        script.write_text(render_script(name, stage, resources[stage.name], run, cfg, env_command, model, layout))
         after = jobs[stage.name] = _sbatch(script, after)
         state["jobs"][stage.name] = {"job_id": after, "script": str(script), "submitted": time.time()}
     save_state(run, state)
     return jobs
 
 
-def _log_of(run: Path, stage: str, job: str) -> Path:
-    return stage_dir(run).resolve() / "logs" / f"{stage}-{job}.out"
+def _logs_of(run: Path, stage: str, job: str) -> list[Path]:
+    """A job's log, or every task's log of an array job."""
+    logs = stage_dir(run).resolve() / "logs"
+    single = logs / f"{stage}-{job}.out"
+    return [single] if single.is_file() else sorted(logs.glob(f"{stage}-{job}_*.out"))
 
 
 def failing_line(log: Path) -> str:
@@ -186,32 +227,45 @@ def failing_line(log: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def stage_views(run: Path, stages: list[Any], state: dict[str, Any]) -> list[dict[str, str]]:
+def stage_views(
+    run: Path, stages: list[Any], state: dict[str, Any], layout: dict[str, Any] | None = None
+) -> list[dict[str, str]]:
     """Per stage: its job, state (done/running/pending/blocked/failed/not submitted), elapsed, cause and log."""
+    layout = layout or {}
     jobs = {s: str(j.get("job_id", "")) for s, j in state.get("jobs", {}).items()}
-    queued = {t.job_id: t for t in slurm.queued(list(jobs.values()))}
+    queued: dict[str, list[slurm.JobTask]] = {}
+    for t in slurm.queued(list(jobs.values())):
+        queued.setdefault(t.job_id, []).append(t)
     views = []
     for stage in stages:
         job = jobs.get(stage.name, "")
         v = {"stage": stage.name, "job": job or "-", "state": "not submitted", "elapsed": "", "detail": "", "log": ""}
-        if job:
-            v["log"] = str(_log_of(run, stage.name, job))
-        if is_done(run, stage):
+        logs = _logs_of(run, stage.name, job) if job else []
+        v["log"] = (
+            str(logs[0]) if len(logs) == 1 else (str(logs[0].parent / f"{stage.name}-{job}_*.out") if logs else "")
+        )
+        tasks = queued.get(job, [])
+        if is_done(run, stage, layout.get("eval_models") if stage.name == "eval" else None):
             v["state"] = "done"
-        elif job in queued:
-            t = queued[job]
-            v["elapsed"] = t.elapsed
-            if t.state == "PENDING" and t.reason == "DependencyNeverSatisfied":
+        elif tasks:
+            v["elapsed"] = max(t.elapsed for t in tasks)
+            if any(t.state == "RUNNING" for t in tasks):
+                v["state"] = "running"
+            elif any(t.reason == "DependencyNeverSatisfied" for t in tasks):
                 v["state"], v["detail"] = "blocked", "an earlier stage failed: it can never start"
             else:
-                v["state"], v["detail"] = ("running", "") if t.state == "RUNNING" else ("pending", t.reason)
+                v["state"], v["detail"] = "pending", tasks[0].reason
         elif job:
             ended = slurm.finished(job)
             v["state"] = "failed"
+            bad = [t for t in ended if t.state != "COMPLETED"]
             if ended:
                 v["elapsed"] = ended[0].elapsed
-                v["detail"] = f"Slurm: {ended[0].state}"
-            line = failing_line(Path(v["log"]))
-            v["detail"] = (v["detail"] + " -- " if v["detail"] else "") + line
+                v["detail"] = f"Slurm: {(bad or ended)[0].state}"
+            failed_logs = [p for p in logs if "error" in failing_line(p).lower()] or logs
+            if failed_logs:
+                v["log"] = str(failed_logs[-1])
+                line = failing_line(failed_logs[-1])
+                v["detail"] = (v["detail"] + " -- " if v["detail"] else "") + line
         views.append(v)
     return views
