@@ -227,7 +227,7 @@ def run_local(
     views = stage_views(root / "build", ex.tasks, {}, job.shard_dir)
     failed = [v for v in views if v.state != "done"]
     if failed:
-        render(f"{recipe.name}: local executor, {ex.tasks} shards", views, None, Console(stderr=True))
+        render(f"{recipe.name}: local executor, {ex.tasks} shards", views, None, Console(stderr=True), root)
         raise UserError(_failed_line(failed, recipe_path))
     log("all shards built; merging (dedup, decontamination, split, parquet, card)")
     merge = LocalExecutor([MergeShards(job)], tasks=1, workers=1, logging_dir=str(root / "merge"))
@@ -371,7 +371,7 @@ def follow(recipe: BuildRecipe, job: Any, root: Path, recipe_path: str | Path, p
                 return
             busy = any(v.state in ("running", "pending") for v in views)
             if merge.state in ("failed", "killed") or (merge.state == "blocked" and not busy):
-                render(f"{recipe.name}: Slurm", views, merge, Console(stderr=True))
+                render(f"{recipe.name}: Slurm", views, merge, Console(stderr=True), root)
                 bad = [v for v in views if v.state in ("failed", "killed")]
                 raise UserError(_failed_line(bad, recipe_path) if bad else f"the merge {merge.state}: {merge.detail}")
             time.sleep(poll_s)
@@ -403,7 +403,7 @@ def show_status(recipe_path: str | Path, root: Path) -> None:
         views = stage_views(root / "build", job.tasks, {}, job.shard_dir)
         (merge,) = stage_views(root / "merge", 1, {})
         ids = "local executor"
-    render(f"{Path(state['out']).name}: {job.tasks} shards ({ids})", views, merge, con)
+    render(f"{Path(state['out']).name}: {job.tasks} shards ({ids})", views, merge, con, root)
     con.print(progress_line(views, merge, state.get("submitted", time.time())).split(" · ")[0])
     bad = [v for v in views if v.state in ("failed", "killed")]
     if merge.state == "done":

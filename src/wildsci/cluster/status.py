@@ -37,6 +37,7 @@ class RankView:
     attempts: int = 0
     detail: str = ""  # the cause of a failure, Slurm's reason for a pending task, ...
     log: str = ""
+    job: str = ""  # Slurm's <array job>_<task> (as squeue shows it), or the local process id
 
 
 def classify(
@@ -112,6 +113,17 @@ def stage_views(
         attempt, n = attempts.get(rank, (None, 0))
         state, detail = classify(f"{rank:05d}" in done, failure, attempt, pid_alive(attempt), queued.get(rank))
         log = stage_dir / "ranks" / f"{rank:05d}.log"
+        q = queued.get(rank)
+        if q is not None:
+            job = f"{q.job_id}_{q.array_index}" if q.array_index is not None else q.job_id
+        elif attempt and attempt.get("slurm_job"):
+            job = (
+                f"{attempt['slurm_job']}_{attempt.get('slurm_task')}"
+                if attempt.get("slurm_task")
+                else attempt["slurm_job"]
+            )
+        else:
+            job = f"pid {attempt['pid']}" if attempt else ""
         views.append(
             RankView(
                 rank,
@@ -120,6 +132,7 @@ def stage_views(
                 n,
                 detail,
                 str(log) if log.is_file() else "",
+                job,
             )
         )
     return views
@@ -172,13 +185,19 @@ def killed_detail(state: dict[str, Any], views: list[RankView]) -> None:
             v.detail = f"Slurm ended it: {t.state}" + (f" ({t.reason})" if t.reason else "")
 
 
-def render(title: str, views: list[RankView], merge: RankView | None, console: Console) -> None:
-    t = Table(title=title, title_justify="left")
-    for col in ("rank", "state", "attempts", "rows kept per stage", "cause / reason", "log"):
+def render(
+    title: str, views: list[RankView], merge: RankView | None, console: Console, root: Path | None = None
+) -> None:
+    """The table; with ``root``, logs are shown relative to it (said once in the title), as squeue shows job ids."""
+    t = Table(title=title + (f" -- logs under {root}" if root else ""), title_justify="left")
+    for col in ("rank", "job", "state", "attempts", "rows kept per stage", "cause / reason", "log"):
         t.add_column(col, overflow="fold")
     style = {"done": "green", "failed": "red", "killed": "red", "running": "cyan", "pending": "yellow"}
     for v in [*views, *([merge] if merge else [])]:
         name = "merge" if v is merge else str(v.rank)
         s = style.get(v.state, "")
-        t.add_row(name, f"[{s}]{v.state}[/]" if s else v.state, str(v.attempts), v.stages, v.detail, v.log)
+        log = v.log
+        if root and log and Path(log).is_relative_to(root):
+            log = str(Path(log).relative_to(root))
+        t.add_row(name, v.job, f"[{s}]{v.state}[/]" if s else v.state, str(v.attempts), v.stages, v.detail, log)
     console.print(t)
