@@ -196,9 +196,16 @@ class GenerateConfig:
             "LLM calls per passage",
         )
         check_count("generate.max_chunk_chars", self.max_chunk_chars, 1, MAX_PROMPT_CHARS, "characters per prompt")
-        for name in ("max_question_chars", "max_option_chars", "max_rationale_chars"):
+        # the schema's own minimum lengths (question 10, option 1 -- 2 under text_patterns): a maxLength below
+        # them is a grammar nothing satisfies, which would fail only after the model loaded
+        shortest = {
+            "max_question_chars": 10,
+            "max_option_chars": 2 if self.text_patterns else 1,
+            "max_rationale_chars": 1,
+        }
+        for name, lo in shortest.items():
             if getattr(self, name) is not None:
-                check_count(f"generate.{name}", getattr(self, name), 1, MAX_PROMPT_CHARS, "characters per string")
+                check_count(f"generate.{name}", getattr(self, name), lo, MAX_PROMPT_CHARS, "characters per string")
 
 
 def question_schema(cfg: GenerateConfig) -> dict[str, Any]:
