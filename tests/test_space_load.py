@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,9 +33,14 @@ def test_20_concurrent_clients_are_served_at_the_concurrency_limit(server):
     gold = load_wildsci(str(server.dataset), split="test")["answer"]
     log_start = len(server.log.read_bytes())
 
+    # every client connects first, then all ask at once: the queue then holds more requests than the limit however
+    # slowly this machine starts 20 clients (on a loaded machine, staggered clients could each find the queue empty)
+    start = threading.Barrier(CLIENTS, timeout=300)
+
     def one(i: int) -> dict:
-        t0 = time.perf_counter()
         client = Client(server.url, verbose=False)
+        start.wait()
+        t0 = time.perf_counter()
         row = i % len(gold)
         text, res, verdict, *_, status = client.predict(row, i % 4 == 0, MAX_NEW_TOKENS, 1.0, api_name="/ask")
         return {"i": i, "row": row, "text": text, "res": res, "status": status, "s": time.perf_counter() - t0}
