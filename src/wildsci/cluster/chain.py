@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -201,10 +202,27 @@ def submit(
             continue  # a finished stage at the head of the chain is not redone
         for m in stage_dir(run).glob(f"{stage.name}*.done"):
             m.unlink()
+        before = state["jobs"].get(stage.name, {}).get("fingerprint")
+        if before and before != stage.fingerprint:  # another command, recipe or input: never resume its checkpoints
+            out = stage.outputs[0].parent
+            old = sorted(p for pattern in stage.stale for p in out.glob(pattern))
+            for p in old:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            if old:
+                print(
+                    f"wildsci pipeline: {stage.name} changed since its last submission: removed {len(old)} "
+                    f"checkpoint(s) of that run from {out}",
+                    file=sys.stderr,
+                )
         script = stage_dir(run) / f"{stage.name}.sbatch"
         script.write_text(render_script(name, stage, resources[stage.name], run, cfg, env_command, model, layout))
         after = jobs[stage.name] = _sbatch(script, after)
-        state["jobs"][stage.name] = {"job_id": after, "script": str(script), "submitted": time.time()}
+        state["jobs"][stage.name] = {
+            "job_id": after,
+            "script": str(script),
+            "submitted": time.time(),
+            "fingerprint": stage.fingerprint,
+        }
     save_state(run, state)
     return jobs
 
