@@ -86,6 +86,8 @@ class OptionsConfig:
         if not 2 <= self.num_options <= len(LETTERS):
             raise ValueError(f"num_options must be between 2 and {len(LETTERS)}, got {self.num_options}")
         check_count("options.max_attempts", self.max_attempts, 1, 20, "LLM calls per question")
+        if self.max_option_chars is not None:
+            check_count("options.max_option_chars", self.max_option_chars, 1, 1_000_000, "characters per distractor")
         if self.distractor_source not in DISTRACTOR_SOURCES:
             raise ValueError(
                 f"distractor_source must be one of {', '.join(DISTRACTOR_SOURCES)}, got {self.distractor_source!r}"
