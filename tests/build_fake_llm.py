@@ -6,7 +6,7 @@ schema), like a seeded real server. Markers in a passage steer the generator int
 must count: ``FAKE:not_json``, ``FAKE:truncated``, ``FAKE:3opts``, ``FAKE:11opts``, ``FAKE:bad_answer``,
 ``FAKE:dup_options``, ``FAKE:empty_option``, ``FAKE:refers``, ``FAKE:6opts`` (the options stage must add
 distractors), ``FAKE:http500`` (the call fails: llm_error), ``FAKE:unlabelable`` in a title (the labeler answers
-outside the taxonomy).
+outside the taxonomy). :func:`write_corpus` writes papers with those markers, :func:`write_recipe` a recipe for them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
+
+import yaml
 
 from wildsci.answers import LETTERS
 from wildsci.testing.loopback import LoopbackServer, Reply
@@ -117,3 +120,167 @@ class FakeLLM:
         if gold and _h("vote", user, seed) % 4 < skill:
             return gold
         return letters[_h("wrong", user, seed) % len(letters)]
+
+
+# ------------------------------------------------------------------ the corpus and recipe that steer it
+BENCH_QUESTION = (
+    "A photon travelling through a dispersive glass fibre of refractive index one point five spreads out in time "
+    "because different wavelengths travel at different group velocities in the medium"
+)
+
+
+def sentence_text(topic: str, n: int = 4) -> str:
+    return " ".join(
+        f"Measurements of {topic} in sample {k} showed that the effect grows steadily with temperature and pressure."
+        for k in range(n)
+    )
+
+
+def write_corpus(path: Path) -> None:
+    """Good papers (each one subdomain), one paper per generator failure, and one row per ingest drop reason."""
+    good = [
+        ("p-neuro", "Synapses SUBDOMAIN=Neuroscience.", ["q-bio.NC"], "synaptic plasticity"),
+        ("p-optics", "Lasers SUBDOMAIN=Optics and photonics.", ["physics.optics"], "laser linewidth"),
+        ("p-geo", "Faults SUBDOMAIN=Geoscience.", ["seismology"], "fault slip"),
+        ("p-astro", "Halos SUBDOMAIN=Astrophysics and cosmology.", ["astro-ph.GA"], "galaxy rotation"),
+        ("p-micro", "Biofilms SUBDOMAIN=Microbiology.", ["microbiology"], "biofilm tolerance"),
+        ("p-stat", "Priors SUBDOMAIN=Applied mathematics and statistics.", ["stat.ME"], "posterior shrinkage"),
+        ("p-chem", "Catalysts SUBDOMAIN=Chemical synthesis and catalysis.", ["catalysis"], "catalyst turnover"),
+        ("p-bat", "Anodes SUBDOMAIN=Energy materials and devices.", ["batteries"], "anode plating"),
+        ("p-immu", "Boosters SUBDOMAIN=Immunology.", ["immunology"], "antibody affinity"),
+        ("p-eco", "Pollinators SUBDOMAIN=Ecology and biodiversity.", ["ecology"], "pollinator visits"),
+        ("p-ml", "Attention SUBDOMAIN=Computer science and artificial intelligence.", ["cs.LG"], "attention cost"),
+        (
+            "p-ml-copy",
+            "Attention again SUBDOMAIN=Computer science and artificial intelligence.",
+            ["cs.LG"],
+            "attention cost",
+        ),  # same text as p-ml: its questions are near duplicates
+    ]
+    rows = [
+        {"id": pid, "title": t, "abstract": sentence_text(topic), "license": "CC-BY-4.0", "subfields": labels}
+        for pid, t, labels, topic in good
+    ]
+    failures = [
+        "not_json",
+        "truncated",
+        "3opts",
+        "11opts",
+        "bad_answer",
+        "dup_options",
+        "empty_option",
+        "refers",
+        "http500",
+    ]
+    for f in failures:
+        rows.append(
+            {
+                "id": f"p-{f}",
+                "title": f"Failure {f} SUBDOMAIN=Neuroscience.",
+                "license": "CC0-1.0",
+                "subfields": ["q-bio.NC"],
+                "abstract": f"FAKE:{f} " + sentence_text("cortical oscillations", 3),
+            }
+        )
+    rows.append(
+        {
+            "id": "p-6opts",
+            "title": "Six SUBDOMAIN=Geoscience.",
+            "license": "CC0-1.0",
+            "subfields": [],
+            "abstract": "FAKE:6opts " + sentence_text("mantle convection", 3),
+        }
+    )
+    rows.append(
+        {
+            "id": "p-unlabelable",
+            "title": "FAKE:unlabelable",
+            "license": "CC0-1.0",
+            "subfields": [],
+            "abstract": sentence_text("skilltwo matter", 3),
+        }
+    )
+    rows.append(
+        {
+            "id": "p-contaminated",
+            "title": "Fibres SUBDOMAIN=Optics and photonics.",
+            "license": "CC-BY-4.0",
+            "subfields": ["physics.optics"],
+            "abstract": BENCH_QUESTION + ".",
+        }
+    )
+    rows.append(
+        {
+            "id": "p-formula",
+            "title": "Maths",
+            "license": "CC-BY-4.0",
+            "subfields": ["math.PR"],
+            "body_sections": [
+                {"section": "Proof", "text": " ".join(["{{formula:x}} holds for {{formula:y}}"] * 20)},
+                {"section": "Intro", "text": sentence_text("random polynomials", 3)},
+            ],
+        }
+    )
+    bad = [
+        {"title": "no id", "abstract": sentence_text("x"), "license": "CC0-1.0"},
+        {"id": "p-notext", "title": "no text", "abstract": "", "license": "CC0-1.0"},
+        {"id": "p-nolicense", "title": "no licence", "abstract": sentence_text("y")},
+        {"id": "p-garbled", "title": "garbled", "abstract": "%$#@!&*^ 0101 ¤¤¤ ### " * 30, "license": "CC0-1.0"},
+        {"id": "p-short", "title": "short", "abstract": "Too short to ask anything.", "license": "CC0-1.0"},
+        {"id": "p-neuro", "title": "duplicate id", "abstract": sentence_text("z"), "license": "CC0-1.0"},
+        {
+            "id": "p-heldout",
+            "title": "held out",
+            "abstract": sentence_text("w"),
+            "license": "CC0-1.0",
+            "split": "test",
+        },
+        {
+            "id": "p-refs",
+            "title": "only references",
+            "license": "CC0-1.0",
+            "body_sections": [{"section": "References", "text": sentence_text("citations", 6)}],
+        },
+    ]
+    with path.open("wb") as fh:
+        for r in rows + bad:
+            fh.write((json.dumps(r) + "\n").encode())
+        fh.write(b'{"id": "p-latin1", "title": "caf\xe9", "abstract": "not utf-8 \xff\xfe"}\n')
+        fh.write(b'{"id": "p-broken", "title": \n')
+
+
+def write_recipe(tmp: Path, base_url: str, data_dir: Path | None = None, **extra) -> Path:
+    """A recipe writing to ``tmp/out``; the corpus and benchmark live in ``data_dir`` (shared => same recipe hash)."""
+    data_dir = data_dir or tmp
+    corpus = data_dir / "papers.jsonl"
+    if not corpus.exists():
+        write_corpus(corpus)
+    bench = data_dir / "bench.jsonl"
+    if not bench.exists():
+        bench.write_text(json.dumps({"question": BENCH_QUESTION + "?", "options": ["a", "b"]}) + "\n")
+    recipe = {
+        "name": "fake-build",
+        "description": "A test build against a fake OpenAI-compatible server.",
+        "output_dir": str(tmp / "out"),
+        "sources": [{"path": str(corpus), "where": {"split": [None, "dev"]}}],
+        "chunking": {"max_tokens": 120, "min_words": 20},
+        "generator": {
+            "backend": "openai",
+            "model": "fake-llm",
+            "base_url": base_url,
+            "max_retries": 0,
+            "concurrency": 4,
+            "temperature": 0.7,
+            "timeout_s": 120,  # the fake server answers at once; a loaded machine must not turn slowness into drops
+        },
+        "generate": {"questions_per_chunk": 2},
+        "options": {"max_attempts": 1},
+        "vote": {"num_votes": 8, "constrained": True, "min_correct_votes": 1, "max_correct_votes": 7},
+        "decontamination": {"benchmarks": [{"name": "tinybench", "path": str(bench)}]},
+        "split": {"validation": 0.2, "test": 0.2},
+        **extra,
+    }
+    path = tmp / "recipes" / "data" / "fake.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path

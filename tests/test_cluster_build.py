@@ -18,20 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
-from build_fake_llm import FakeLLM
-from test_build_pipeline import parquet_bytes, write_recipe
+from build_fake_llm import FakeLLM, write_recipe
+from wildsci_fixtures import parquet_bytes, run_cli
 
 TASKS = 4
 
 
-def wildsci(*args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "wildsci.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
+def wildsci(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_cli(*args, check=check, timeout=600)
 
 
 def attempts(out: Path) -> list[dict]:

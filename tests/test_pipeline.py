@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_build_pipeline import parquet_bytes
+from wildsci_fixtures import parquet_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 

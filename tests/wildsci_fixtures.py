@@ -5,12 +5,16 @@
   real build; the builder's own tests use real papers.
 - :class:`FakeHfApi`: the Hub at its boundary (``huggingface_hub.HfApi``), recording what a push would send.
 - :func:`assert_png_nontrivial`: a figure that decodes and is not blank.
+- :func:`run_cli`: the public ``wildsci`` command in a child process; :func:`parquet_bytes`: a dataset's files.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +151,20 @@ def assert_png_nontrivial(path: Path) -> None:
     assert len(colours) > 20, f"{path.name}: only {len(colours)} colours"
     non_white = (rgb.min(axis=2) < 200).mean()
     assert non_white > 0.01, f"{path.name}: {non_white:.2%} of pixels are drawn on"
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """``wildsci ARGS`` in a child process, offline; with ``check``, a non-zero exit fails with its stderr."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "wildsci.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def parquet_bytes(out: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted((out / "data").glob("*.parquet"))}
