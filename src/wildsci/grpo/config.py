@@ -207,7 +207,7 @@ class GRPOConfig(trl.GRPOConfig):
     """
 
     def __post_init__(self) -> None:
-        from wildsci.grpo.launch import check_device
+        from wildsci.grpo.launch import check_device, check_sharding, config_name
 
         self._check_counts()
         self._check_values()
@@ -215,6 +215,7 @@ class GRPOConfig(trl.GRPOConfig):
         planning = PLANNING.get()
         if not planning:
             check_device(self)  # before transformers' own bf16 rule, which does not say why the GPU is missing
+            check_sharding(self, config_name())  # before transformers asks for DeepSpeed
         use_cpu = self.use_cpu
         if planning:  # a plan for a GPU made on a CPU: transformers would refuse bf16 here; the run is not here
             self.use_cpu = True

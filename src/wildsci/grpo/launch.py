@@ -136,19 +136,18 @@ def check_processes(args: Any) -> None:
 
 
 def check_sharding(args: Any, config_hint: str = "") -> None:
-    """FSDP or DeepSpeed asked of the launcher but not what accelerate set up (on the CPU it keeps plain DDP)."""
+    """FSDP or DeepSpeed asked of the launcher for a CPU run: accelerate 1.15 sets them up only off the CPU (its
+    state takes DeepSpeed only ``not cpu`` and FSDP only from a MULTI_GPU-like state), so the run would be plain
+    DDP under a sharded config's name."""
     want = requested_sharding()
-    if want == "none":
+    if want == "none" or not wants_cpu(args):
         return
-    got = str(args.distributed_state.distributed_type).rsplit(".", 1)[-1]
-    expected = "DEEPSPEED" if want.startswith("zero") else "FSDP"
-    if got != expected:
-        what = "DeepSpeed ZeRO" if expected == "DEEPSPEED" else "FSDP"
-        raise UserError(
-            f"the accelerate config asks for {what}{config_hint}, but accelerate set up {got}: accelerate 1.15 "
-            f"takes {what} only on a GPU (with use_cpu it runs plain DDP) -- on the CPU use "
-            "recipes/accelerate/ddp.yaml with --num_processes N, or run on GPUs"
-        )
+    what = "DeepSpeed ZeRO" if want.startswith("zero") else "FSDP"
+    raise UserError(
+        f"the accelerate config asks for {what}{config_hint}, but this run is on the CPU (use_cpu): accelerate 1.15 "
+        f"takes {what} only on a GPU and would run plain DDP -- on the CPU use recipes/accelerate/ddp.yaml with "
+        "--num_processes N, or run on GPUs"
+    )
 
 
 def check_precision(args: Any, model_args: Any, allow: bool, where: str, sharding: str | None = None) -> None:

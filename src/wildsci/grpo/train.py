@@ -38,8 +38,6 @@ from wildsci.grpo.hub import push_model, write_model_card
 from wildsci.grpo.launch import (
     check_precision,
     check_processes,
-    check_sharding,
-    config_name,
     rank_note,
     shape_from_config,
 )
@@ -158,9 +156,8 @@ def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
     planning = script.dry_run and script.plan_device is not None  # planning for a device that is not here
     planned = shape_from_config(script.plan_launch).sharding if planning and script.plan_launch else None
     check_precision(args, model_args, script.allow_half_precision_optimizer, where, planned)
-    if not planning:  # the device itself is checked in GRPOConfig.__post_init__
+    if not planning:  # the device and the sharding are checked in GRPOConfig.__post_init__
         check_processes(args)
-        check_sharding(args, config_name())
     check_vllm(args, planning=planning)
     check_rotations(script.option_rotations, args, where)
     push, args.push_to_hub = args.push_to_hub, False  # we push once, at the end, without the checkpoints

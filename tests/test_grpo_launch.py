@@ -1,0 +1,101 @@
+"""Every accelerate config of recipes/accelerate/ launched with TWO processes through the public command
+(``accelerate launch --config_file ... --num_processes 2 -m wildsci.grpo``), on the CPU.
+
+- ``ddp.yaml``: really two gloo ranks training together: each rank logs what accelerate set up (MULTI_CPU, 2
+  processes), the metrics count each completion once (a step's completions over both ranks, not one rank's
+  twice), and the weights move.
+- ``fsdp.yaml``: accelerate 1.15 takes FSDP (and DeepSpeed) only on a GPU; with ``use_cpu`` its state is
+  MULTI_CPU, i.e. plain DDP (``accelerate/state.py``). What the test exercises: the config file's launch (two
+  ranks started with FSDP requested in their environment) and the kit's refusal in both ranks, in one line,
+  before a model loads. It does not exercise sharding: accelerate does not shard on a CPU.
+- ``zero2.yaml``, ``zero3.yaml``: accelerate's DeepSpeed launcher needs DeepSpeed, which is not in the CPU install
+  (docs/grpo.md says what its CPU path does); the refusal each rank would give is tested in process.
+- ``accelerate launch --cpu --num_processes 2`` starts one process: refused, not run as one.
+The random tiny Qwen2, one step, 8-token completions: the smallest run that still trains.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from wildsci_fixtures import make_wildsci_dataset
+
+from wildsci.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def recipe(tmp: Path, data: Path, **over) -> Path:
+    path = tmp / "recipe.yaml"
+    path.write_text(
+        yaml.safe_dump({
+            "model_name_or_path": "tiny:qwen2", "dataset_name": str(data), "output_dir": str(tmp / "out"),
+            "reward_funcs": ["accuracy", "format"], "per_device_train_batch_size": 4, "num_generations": 4,
+            "max_completion_length": 8, "max_steps": 1, "save_strategy": "no", "logging_steps": 1,
+            "learning_rate": 1e-2, "use_cpu": True, "bf16": False, "gradient_checkpointing": False,
+            "report_to": "none", "seed": 0, **over,
+        })
+    )  # fmt: skip
+    return path
+
+
+def launch(tmp: Path, launcher: list[str], args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", *launcher, "--main_process_port", "0", "-m", "wildsci.grpo", *args]
+    return subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return make_wildsci_dataset(tmp_path / "ds", n_train=8, n_test=4)
+
+
+@pytest.mark.slow
+def test_ddp_config_trains_with_two_ranks_counting_each_completion_once(tmp_path, data, tiny_model):
+    config = ["--config_file", str(ROOT / "recipes/accelerate/ddp.yaml"), "--num_processes", "2"]
+    got = launch(tmp_path, config, ["--config", str(recipe(tmp_path, data))])
+    assert got.returncode == 0, got.stderr[-4000:]
+    for rank in (0, 1):  # each process says what accelerate made of it: two ranks, one training group
+        assert f"rank {rank}/2: launched as MULTI_CPU, 2 process(es), device cpu" in got.stderr
+    (rec,) = read_metrics(tmp_path / "out" / "wildsci_metrics.jsonl")
+    # 4 completions per rank x 2 ranks, gathered once: 8. One rank's batch counted twice would also make 8, so both
+    # ranks' prompts must be there: each rank generates for its own prompt (one discipline each in the fixture).
+    assert sum(d["n"] for d in rec["per_discipline"].values()) == 8
+    assert sorted(d["n"] for d in rec["per_discipline"].values()) == [4, 4], rec["per_discipline"]
+
+
+@pytest.mark.slow
+def test_fsdp_config_on_the_cpu_is_refused_in_both_ranks(tmp_path, data):
+    config = ["--config_file", str(ROOT / "recipes/accelerate/fsdp.yaml"), "--num_processes", "2"]
+    got = launch(tmp_path, config, ["--config", str(recipe(tmp_path, data))])
+    assert got.returncode != 0
+    lines = [x for x in got.stderr.splitlines() if x.startswith("wildsci.grpo: error:")]
+    assert len(lines) == 2, got.stderr[-4000:]  # both ranks ran and refused
+    assert all("asks for FSDP (" in x and "would run plain DDP" in x for x in lines), lines
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stage", ["2", "3"])
+def test_deepspeed_requested_on_the_cpu_is_refused(tmp_path, data, capsys, monkeypatch, stage):
+    """What accelerate's DeepSpeed launcher hands each rank (zero2.yaml / zero3.yaml), in process: DeepSpeed is
+    not in the CPU install, so its launcher cannot start here (docs/grpo.md, "Several GPUs", says what was tried)."""
+    from wildsci.grpo.train import main
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", stage)
+    assert main(["--config", str(recipe(tmp_path, data))]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the accelerate config asks for DeepSpeed ZeRO" in line and "only on a GPU" in line
+
+
+def test_cpu_flag_with_two_processes_is_refused_not_run_as_one(tmp_path, data):
+    got = launch(tmp_path, ["--cpu", "--num_processes", "2"], ["--config", str(recipe(tmp_path, data))])
+    assert got.returncode != 0
+    (line,) = [x for x in got.stderr.splitlines() if x.startswith("wildsci.grpo: error:")]
+    assert "--num_processes > 1 starts ONE process" in line and "--multi_gpu --num_processes N" in line
