@@ -46,6 +46,7 @@ def recipe(tmp: Path, data: Path, **over) -> Path:
 
 def launch(tmp: Path, launcher: list[str], args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp), env.get("PYTHONPATH", "")])
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", *launcher, "--main_process_port", "0", "-m", "wildsci.grpo", *args]
     return subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
@@ -58,8 +59,15 @@ def data(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_config_trains_with_two_ranks_counting_each_completion_once(tmp_path, data, tiny_model):
+    # a random model never answers: a shaping reward (letter density) gives the groups variance, so a gradient
+    (tmp_path / "shaping.py").write_text(
+        "def density(completions, **kw):\n"
+        "    texts = [c[0]['content'] if isinstance(c, list) else c for c in completions]\n"
+        "    return [sum(ch in 'ABCDEFGHIJ' for ch in t) / max(1, len(t)) for t in texts]\n"
+    )
+    rewards = {"reward_funcs": ["accuracy", "shaping:density"], "reward_weights": [1.0, 1.0]}
     config = ["--config_file", str(ROOT / "recipes/accelerate/ddp.yaml"), "--num_processes", "2"]
-    got = launch(tmp_path, config, ["--config", str(recipe(tmp_path, data))])
+    got = launch(tmp_path, config, ["--config", str(recipe(tmp_path, data, **rewards))])
     assert got.returncode == 0, got.stderr[-4000:]
     for rank in (0, 1):  # each process says what accelerate made of it: two ranks, one training group
         assert f"rank {rank}/2: launched as MULTI_CPU, 2 process(es), device cpu" in got.stderr
@@ -68,6 +76,10 @@ def test_ddp_config_trains_with_two_ranks_counting_each_completion_once(tmp_path
     # ranks' prompts must be there: each rank generates for its own prompt (one discipline each in the fixture).
     assert sum(d["n"] for d in rec["per_discipline"].values()) == 8
     assert sorted(d["n"] for d in rec["per_discipline"].values()) == [4, 4], rec["per_discipline"]
+    from safetensors.torch import load_file
+
+    before, after = load_file(f"{tiny_model}/model.safetensors"), load_file(str(tmp_path / "out/model.safetensors"))
+    assert any(not (after[k] == before[k]).all() for k in after)  # one optimizer step over both ranks' batches
 
 
 @pytest.mark.slow
