@@ -436,3 +436,20 @@ def test_an_output_folder_that_cannot_be_written_is_refused_first(tmp_path, caps
     assert main(["eval", str(r)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"output_dir {out} cannot be written" in err and "choose another" in err
+
+
+@pytest.mark.slow
+def test_the_matrix_reuses_a_run_made_with_model_index(shared_data, tmp_path, monkeypatch):
+    """A per-model run (``--model_index``, one task of a cluster array job) is the run the matrix would make: the
+    matrix run after it evaluates nothing again (model_index is not part of the run's key)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # see eval_helpers.child_env
+    slices = make_slices(shared_data, tmp_path / "slices", n=2)
+    recipe = write_recipe(tmp_path / "r.yaml", output_dir=str(tmp_path / "eval"), base="tiny:qwen2",
+                          tasks=["arc_challenge"], sources={"arc_challenge": str(slices["arc_challenge"])},
+                          max_new_tokens=4, device="cpu", dtype="float32")  # fmt: skip
+    assert main(["eval", str(recipe), "--model_index", "0"]) == 0
+    log = tmp_path / "eval" / "lighteval" / "base" / "lighteval.log"
+    stamp = log.stat().st_mtime_ns
+    assert main(["eval", str(recipe)]) == 0
+    assert log.stat().st_mtime_ns == stamp, "the matrix must reuse the per-model run"
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["scores"]["base"]["arc_challenge"]["n"] == 2

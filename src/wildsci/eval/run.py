@@ -228,7 +228,8 @@ def _run_key(recipe: EvalRecipe, model: ModelEntry, tasks: list[str], cfg: EvalD
     settings = {
         k: v
         for k, v in asdict(recipe).items()
-        if k not in ("output_dir", "base", "trained", "base_name") and not k.startswith("plan_")
+        # what is evaluated and how; not which model of the matrix a run does (model_index) or the plan's inputs
+        if k not in ("output_dir", "base", "trained", "base_name", "model_index") and not k.startswith("plan_")
     }
     blob = {
         "weights": weights_fingerprint(model.path),
