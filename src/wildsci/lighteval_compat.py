@@ -194,12 +194,13 @@ class EndpointError(RuntimeError):
     """A request to the model server still failed after lighteval's retries."""
 
 
-#: Sampling parameters LiteLLM does not forward to vLLM itself; sent in the request body (``extra_body``) so that a
-#: request states every parameter and the server's defaults (the model's ``generation_config.json``) change nothing.
+#: Sampling parameters also sent in the request body (``extra_body``), whether or not LiteLLM's ``hosted_vllm``
+#: provider forwards them (``litellm.drop_params`` is on): a request states every parameter, so the server's
+#: defaults (the model's ``generation_config.json``) change nothing.
 VLLM_SAMPLING_KEYS = ("top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "top_p")
 
 
-def vllm_sampling(generation_parameters) -> dict:
+def vllm_sampling(generation_parameters: object) -> dict:
     """The vLLM-specific sampling parameters of a lighteval ``GenerationParameters`` that are set (not None)."""
     return {k: v for k in VLLM_SAMPLING_KEYS if (v := getattr(generation_parameters, k, None)) is not None}
 
@@ -215,7 +216,7 @@ def _patch_litellm_client(client_cls: type) -> None:
        (identical texts from one model are identical token sequences) inside lighteval's response cache.
     3. **The recipe's sampling, not the server's.** vLLM applies the model's ``generation_config.json`` as its
        default sampling (``--generation-config auto``: Qwen2.5-Instruct's ``repetition_penalty: 1.05``, top-k,
-       top-p); parameters LiteLLM drops for ``hosted_vllm`` go in the request body, so a request states them all.
+       top-p); the vLLM sampling parameters also go in the request body, so a request states them all.
     """
     if getattr(client_cls.greedy_until, "_wildsci_patched", False):
         return
