@@ -312,7 +312,7 @@ def estimate(recipe: PipelineRecipe, stages: list[Any]) -> list[dict[str, str]]:
     rows.append(
         {
             "stage": "grpo",
-            "work": f"{_fmt(steps) if steps and steps > 0 else '? (max_steps not set)'} steps x {per_step} "
+            "work": f"{f'{steps:,}' if steps and steps > 0 else '? (max_steps not set)'} steps x {per_step} "
             "completions "
             f"({per_step // max(1, int(g.get('num_generations', 8)))} prompts x {g.get('num_generations', 8)}) "
             f"on {procs} process(es)",
@@ -332,17 +332,22 @@ def estimate(recipe: PipelineRecipe, stages: list[Any]) -> list[dict[str, str]]:
         rows.append({"stage": "eval", "work": "?", "gpu_hours": "?", "inputs": f"missing: {exc}", "gpus": "?"})
         ep = None
     if ep is not None:
+        models, why = eval_models(stages)  # the models the evaluation will find once training has ended
+        per_model_h = ep["hours"] / ep["models"] if ep["hours"] is not None else None
         rows.append(
             {
                 "stage": "eval",
-                "work": f"{ep['models']} model(s) x {ep['generations_per_model']:,} generations "
+                "work": f"{models} model(s) ({why}) x {ep['generations_per_model']:,} generations "
                 f"({int(ep['tokens_per_model']):,} tokens at most per model)",
-                "gpu_hours": _fmt(ep["hours"] * ep["gpus"] if ep["hours"] is not None else None),
-                "inputs": f"from `wildsci eval {ev.recipe} --dry-run` ({ep['models_note']})"
+                "gpu_hours": _fmt(per_model_h * models * ep["gpus"] if per_model_h is not None else None),
+                "inputs": f"per model from `wildsci eval {ev.recipe} --dry-run`"
                 + (f"; missing: {'; '.join(ep['missing'])}" if ep["missing"] else ""),
                 "gpus": str(eres.nodes * eres.gpus_per_node),
             }
         )
+    for r in rows:  # a job that asks for no GPU costs no GPU-hours, whatever its throughput
+        if r["gpus"] == "0":
+            r["gpu_hours"], r["inputs"] = "0", "CPU job: no GPU asked"
     rows.append({"stage": "report", "work": "tables and plots", "gpu_hours": "0", "inputs": "CPU only", "gpus": "0"})
     return rows
 
