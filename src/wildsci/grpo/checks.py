@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from wildsci import models
 from wildsci.errors import UserError, first_line
-from wildsci.models import resolve_model
 
 
 def check_output_dir(output_dir: str | None) -> Path:
@@ -30,23 +30,11 @@ def check_output_dir(output_dir: str | None) -> Path:
 
 
 def check_model(ref: str | None, revision: str | None = None, trust_remote_code: bool = False) -> str:
-    """Resolve ``embedded:``/``tiny:``/folders/Hub ids and load the config, so a bad model fails before training."""
-    from transformers import AutoConfig
-
-    if not ref:
-        raise UserError("model_name_or_path is not set -- add e.g. model_name_or_path: Qwen/Qwen2.5-1.5B-Instruct")
-    path = resolve_model(ref)
-    try:
-        AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
-    except Exception as e:  # junk config.json, not cached offline, gated, no network: all the same to the user
-        hint = (
-            "fix or replace its config.json (save_pretrained output)"
-            if Path(path).is_dir()
-            else "check the id, the network (offline, HF_HUB_OFFLINE=1, it must be in the cache) and, for gated "
-            "models, `hf auth login`"
-        )
-        raise UserError(f"model {ref!r} cannot be loaded: {first_line(e)} -- {hint}") from None
-    return path
+    """The kit's one model check (:func:`wildsci.models.check_model`: reference, config, causal LM, weights,
+    tokenizer with a chat template -- GRPO's prompts are conversations), named after the recipe key."""
+    return models.check_model(
+        ref, revision=revision, trust_remote_code=trust_remote_code, chat_template=True, where="model_name_or_path"
+    )
 
 
 def vllm_window_problem() -> str | None:
