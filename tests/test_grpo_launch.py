@@ -111,3 +111,57 @@ def test_cpu_flag_with_two_processes_is_refused_not_run_as_one(tmp_path, data):
     assert got.returncode != 0
     (line,) = [x for x in got.stderr.splitlines() if x.startswith("wildsci.grpo: error:")]
     assert "--num_processes > 1 starts ONE process" in line and "--multi_gpu --num_processes N" in line
+
+
+HANG = """
+import os, time
+from pathlib import Path
+
+calls = 0
+
+
+def reward(completions, **kw):
+    global calls
+    calls += 1
+    if calls == 2:  # step 2: checkpoint-1 is on disk; say so and wait for Ctrl-C
+        Path(os.environ["HANG_MARKER"]).write_text("ready")
+        time.sleep(600)
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [sum(ch in "ABCDEFGHIJ" for ch in t) / max(1, len(t)) for t in texts]
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_accelerate_prints_the_kits_line_and_leaves_no_stock_card(tmp_path, data, tiny_model):
+    """Ctrl-C (SIGINT to the launcher's process group, as a terminal sends it) during step 2 of a run that saved
+    checkpoint-1: the kit's one "interrupted" line, a non-zero exit, and no TRL stock model card ("fine-tuned
+    version of [None]") anywhere in output_dir. The wait is on a marker file, not a clock, so load does not matter."""
+    import signal
+    import time
+
+    (tmp_path / "hang.py").write_text(HANG)
+    over = {"reward_funcs": ["hang:reward"], "max_steps": 3, "save_strategy": "steps", "save_steps": 1}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env |= {"PYTHONPATH": os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])}
+    env["HANG_MARKER"] = str(tmp_path / "marker")
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "1", "--num_machines", "1"]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "wildsci.grpo"]
+    cmd += ["--config", str(recipe(tmp_path, data, **over))]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not (tmp_path / "marker").exists():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run never reached step 2"
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert "wildsci.grpo: interrupted -- rerun with --resume_from_checkpoint to continue" in err
+    assert (tmp_path / "out" / "checkpoint-1").is_dir()
+    cards = [p for p in (tmp_path / "out").rglob("README.md") if "fine-tuned version of" in p.read_text()]
+    assert cards == []
