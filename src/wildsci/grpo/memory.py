@@ -257,7 +257,8 @@ def estimate(
     scores = run.micro_batch * model.heads * run.sequence**2 * run.autocast_bytes if run.scores_materialized else 0
     if run.gradient_checkpointing:  # one hidden state per layer + CHECKPOINT_LAYERS layers' worth while recomputing
         acts = tokens * model.layers * model.hidden * wb + CHECKPOINT_LAYERS * (layer + scores)
-        how = f"{run.micro_batch} x {run.sequence} tokens: one hidden state per layer + one layer recomputed"
+        n = CHECKPOINT_LAYERS
+        how = f"{run.micro_batch} x {run.sequence} tokens: a hidden state a layer + {n} layers recomputing"
     else:  # every layer's activations
         acts = model.layers * (layer + scores)
         how = f"{run.micro_batch} x {run.sequence} tokens x {model.layers} layers (no checkpointing)"
