@@ -165,3 +165,29 @@ def test_ctrl_c_under_accelerate_prints_the_kits_line_and_leaves_no_stock_card(t
     assert (tmp_path / "out" / "checkpoint-1").is_dir()
     cards = [p for p in (tmp_path / "out").rglob("README.md") if "fine-tuned version of" in p.read_text()]
     assert cards == []
+
+
+def test_cuda_problem_names_the_reason(monkeypatch):
+    """The three reasons CUDA cannot be used, each named (the fix differs): torch without CUDA, a driver too old for
+    torch's CUDA (torch's own warning, kept), no device visible."""
+    import warnings
+
+    import torch
+
+    from wildsci.grpo.launch import cuda_problem
+
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "is built without CUDA" in cuda_problem()
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+
+    def old_driver() -> bool:
+        warnings.warn("CUDA initialization: The NVIDIA driver on your system is too old (found 12040).", stacklevel=1)
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", old_driver)
+    assert "(CUDA 13.0) cannot use the driver: CUDA initialization: The NVIDIA driver" in cuda_problem()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert "CUDA_VISIBLE_DEVICES is empty" in cuda_problem()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert "no CUDA device found" in cuda_problem()
