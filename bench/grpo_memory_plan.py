@@ -101,8 +101,11 @@ def make_data(out: Path) -> Path:
 
 def plan(name: str, launcher: list[str], extra: list[str], model: Path, data: Path, out: Path) -> str:
     bin_dir = Path(sys.executable).parent
-    head = [str(bin_dir / launcher[0]), *launcher[1:], "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
-    cmd = [*(head if launcher else [sys.executable, "-m"]), "wildsci.grpo", "--config", f"recipes/grpo/{name}.yaml"]
+    if launcher:
+        head = [str(bin_dir / launcher[0]), *launcher[1:], "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+    else:
+        head = [sys.executable, "-m"]
+    cmd = [*head, "wildsci.grpo", "--config", f"recipes/grpo/{name}.yaml"]
     cmd += ["--dry-run", "--plan_device", "h100-80gb", *extra]
     cmd += ["--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(out / "run")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
