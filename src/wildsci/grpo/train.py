@@ -154,8 +154,9 @@ def train(argv: list[str], secrets: set[str]) -> dict[str, Any]:
     out = check_output_dir(args.output_dir)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     planning = script.dry_run and script.plan_device is not None  # planning for a device that is not here
-    planned = shape_from_config(script.plan_launch).sharding if planning and script.plan_launch else None
-    check_precision(args, model_args, script.allow_half_precision_optimizer, where, planned)
+    planned = shape_from_config(script.plan_launch) if planning and script.plan_launch else None
+    sharding = planned.sharding if planned else None
+    check_precision(args, model_args, script.allow_half_precision_optimizer, where, sharding)
     if not planning:  # the device and the sharding are checked in GRPOConfig.__post_init__
         check_processes(args)
     check_vllm(args, planning=planning)
