@@ -124,6 +124,8 @@ def check_listen(host: str, port: int) -> None:
     "Cannot find empty port" -- a host that is not an address of this machine read as a busy port.
     """
     host_var, port_var = _var("host"), _var("port")
+    if not os.environ.get(host_var) and os.environ.get("GRADIO_SERVER_NAME"):
+        host_var = "GRADIO_SERVER_NAME"  # where this host came from (from_env falls back to it)
     fix_host = f"set {host_var} to 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]

@@ -142,6 +142,13 @@ def test_a_bad_host_is_named_as_the_host_not_as_a_busy_port(app, monkeypatch, ca
     assert expected in err and "set WILDSCI_SPACE_HOST to 127.0.0.1" in err and "port" not in err, err
 
 
+def test_a_bad_gradio_server_name_is_named_as_the_variable_it_came_from(app, monkeypatch, capsys, tiny_model):
+    monkeypatch.delenv("WILDSCI_SPACE_HOST", raising=False)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "192.0.2.1")
+    err = _start_error(app, monkeypatch, capsys, BASE_MODEL=tiny_model)
+    assert "GRADIO_SERVER_NAME='192.0.2.1' (192.0.2.1) is not an address of this machine" in err, err
+
+
 def test_a_busy_port_is_named_as_a_busy_port(app, monkeypatch, capsys, tiny_model):
     import socket
 
