@@ -106,6 +106,7 @@ def test_deepspeed_requested_on_the_cpu_is_refused(tmp_path, data, capsys, monke
     assert "the accelerate config asks for DeepSpeed ZeRO" in line and "only on a GPU" in line
 
 
+@pytest.mark.slow
 def test_cpu_flag_with_two_processes_is_refused_not_run_as_one(tmp_path, data):
     got = launch(tmp_path, ["--cpu", "--num_processes", "2"], ["--config", str(recipe(tmp_path, data))])
     assert got.returncode != 0

@@ -224,6 +224,12 @@ def show_status(recipe: PipelineRecipe, stages: list[Any]) -> None:
     views = chain.stage_views(run, stages, state, _layout(stages))
     con = Console(width=200)
     con.print(_table(views, f"{recipe.name}: {run}"))
+    changed = [s.name for s in stages if state["jobs"].get(s.name, {}).get("fingerprint") not in (None, s.fingerprint)]
+    if changed:
+        con.print(
+            f"note: {', '.join(changed)} as submitted differ from this recipe and these arguments (the table shows "
+            "what was submitted); submitting them would run those stages again"
+        )
     bad = next((v for v in views if v["state"] == "failed"), None)
     if bad:
         blocked = [v["stage"] for v in views if v["state"] == "blocked"]

@@ -35,13 +35,15 @@ def marker(run: Path, stage: str, task: int | None = None) -> Path:
     return stage_dir(run) / (f"{stage}.done" if task is None else f"{stage}-{task}.done")
 
 
-def is_done(run: Path, stage: Any, tasks: int | None = None) -> bool:
+def is_done(run: Path, stage: Any, tasks: int | None = None, fingerprint: str | None = None) -> bool:
     """The stage's marker(s) hold this stage's current fingerprint (command, recipe and every stage before it).
 
     ``tasks``: an array stage (the evaluation: one task per model) is done when every task's marker is.
+    ``fingerprint``: the one to expect instead (``--status`` asks about what was submitted).
     """
+    want = fingerprint or stage.fingerprint
     paths = [marker(run, stage.name)] if tasks is None else [marker(run, stage.name, i) for i in range(tasks)]
-    return all(m.is_file() and m.read_text().strip() == stage.fingerprint for m in paths)
+    return all(m.is_file() and m.read_text().strip() == want for m in paths)
 
 
 def sbatch_header(name: str, stage: str, res: Any, run: Path, cfg: Any, tasks: int | None = None) -> list[str]:
@@ -222,6 +224,7 @@ def submit(
             "script": str(script),
             "submitted": time.time(),
             "fingerprint": stage.fingerprint,
+            "tasks": tasks,
         }
     save_state(run, state)
     return jobs
@@ -263,7 +266,10 @@ def stage_views(
             str(logs[0]) if len(logs) == 1 else (str(logs[0].parent / f"{stage.name}-{job}_*.out") if logs else "")
         )
         tasks = queued.get(job, [])
-        if is_done(run, stage, layout.get("eval_models") if stage.name == "eval" else None):
+        # what was submitted is what is asked about: the markers hold the fingerprint of the submitted command
+        sub = state.get("jobs", {}).get(stage.name, {})
+        n = sub.get("tasks") if "tasks" in sub else (layout.get("eval_models") if stage.name == "eval" else None)
+        if is_done(run, stage, n, sub.get("fingerprint")):
             v["state"] = "done"
         elif tasks:
             v["elapsed"] = max(t.elapsed for t in tasks)
