@@ -348,3 +348,18 @@ def test_guided_decoding_is_part_of_a_remote_calls_key_only():
     assert key(**remote, structured=False) == key(**remote, structured=False, guided_decoding="vllm")
     local = {"model": "tiny:qwen2"}
     assert key(**local) == key(**local, guided_decoding="vllm")
+
+
+def test_the_local_client_checks_its_model_and_device_before_loading(tmp_path):
+    """A caller that skips the build's preflight (a cluster task, a script) still gets one line, not a traceback."""
+    import torch
+
+    from wildsci.errors import UserError
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    with pytest.raises(UserError, match=r"device 'cuda:7' is not on this machine"):
+        make_client(BackendConfig(model="tiny:qwen2", device="cuda:7"), None).chat([ChatRequest(_msgs(0))])
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(UserError, match="is not a valid JSON file"):
+        make_client(BackendConfig(model=str(tmp_path)), None).chat([ChatRequest(_msgs(0))])
