@@ -35,6 +35,7 @@ SPACE_MODULES = (
     "models.py",
     "dataset_io.py",
     "errors.py",
+    "process.py",
     "redact.py",
 )
 DEFAULT_BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
