@@ -253,6 +253,17 @@ def test_a_damaged_parquet_file_is_one_line(tmp_path, capsys):
         (["--decontamination.benchmarks", "[{name: gone, path: no-org/no-such-benchmark}]"], "benchmark 'gone'"),
         (["--generator.base_url", "localhost:8000/v1"], "base_url 'localhost:8000/v1' is not an http(s) URL"),
         (["--generate.max_question_chars", "5"], "generate.max_question_chars is 5: it must lie in [10,"),
+        (
+            [
+                "--generator.backend",
+                "transformers",
+                "--generator.model",
+                "tiny:qwen2",
+                "--generator.max_new_tokens",
+                "4096",
+            ],
+            "generator.max_new_tokens is 4096: tiny:qwen2 has 2048 positions in all, prompt included",
+        ),
         # sizes beyond any sane bound: the number and the bound, when the recipe loads
         (["--generate.questions_per_chunk", "9" * 23], f"questions_per_chunk is {'9' * 23}: it must lie in [1, 64]"),
         (["--vote.num_votes", "100000"], "vote.num_votes is 100000: it must lie in [1, 64]"),

@@ -282,3 +282,11 @@ def check_model(
     if chat_template and not getattr(tok, "chat_template", None):
         raise ModelError(f"{where} {ref!r}: the tokenizer has no chat template -- use an instruct/chat model here")
     return path
+
+
+def context_length(path: str) -> int | None:
+    """The positions a (checked) model has in all, from its config; ``None`` when the config does not say."""
+    from transformers import AutoConfig
+
+    n = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None

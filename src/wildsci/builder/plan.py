@@ -22,7 +22,7 @@ from wildsci.builder.generate import check_planned_calls
 from wildsci.builder.ingest import SourceConfig, is_remote, source_files
 from wildsci.builder.push import check_push
 from wildsci.errors import UserError
-from wildsci.models import check_device, check_model
+from wildsci.models import check_device, check_model, context_length
 
 #: the per-paper stages, in order (each is checkpointed; see wildsci.builder.state)
 STAGE_ORDER = ("ingest", "chunk", "generate", "options", "vote", "filter", "label")
@@ -48,13 +48,20 @@ def preflight(recipe: BuildRecipe, push: bool) -> None:
             raise UserError(f"benchmark {b.name!r}: file {b.path} not found -- fix decontamination.benchmarks[].path")
     roles = [("generator", recipe.generator)] + [(f"voters[{i}]", v) for i, v in enumerate(recipe.voter_configs())]
     roles.append(("labeler", recipe.labeler_config()))
-    checked: set[tuple[str, str]] = set()
+    positions: dict[str, int | None] = {}  # per local model: checked once, its context length kept
     for role, cfg in roles:
-        if cfg.backend == "transformers" and (cfg.model, cfg.device) not in checked:
-            # config, weights, tokenizer, chat template, device: before any paper is read or model loaded
+        if cfg.backend == "transformers":
             check_device(cfg.device, f"{role}.device")
-            check_model(cfg.model, chat_template=True, where=f"{role}.model")
-            checked.add((cfg.model, cfg.device))
+            if cfg.model not in positions:
+                # config, weights, tokenizer, chat template: before any paper is read or model loaded
+                path = check_model(cfg.model, chat_template=True, where=f"{role}.model")
+                positions[cfg.model] = context_length(path)
+            n = positions[cfg.model]
+            if n is not None and cfg.max_new_tokens >= n:  # every call would fail as too long, after the load
+                raise UserError(
+                    f"{role}.max_new_tokens is {cfg.max_new_tokens}: {cfg.model} has {n} positions in all, prompt "
+                    f"included -- give at most a fraction of them, e.g. {min(512, n // 4)}"
+                )
         if cfg.backend == "openai" and not cfg.base_url:
             raise UserError(f"{role}: the openai backend needs base_url (e.g. http://localhost:8000/v1)")
         if cfg.api_key_env and not os.environ.get(cfg.api_key_env):
