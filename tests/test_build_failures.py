@@ -297,6 +297,14 @@ def _no_weights(folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
 
 
+def _no_tokenizer(folder: Path) -> None:
+    import shutil
+
+    from wildsci.models import resolve_model
+
+    shutil.copytree(resolve_model("tiny:qwen2"), folder, ignore=shutil.ignore_patterns("tokenizer*", "*.jinja"))
+
+
 def _not_a_causal_lm(folder: Path) -> None:
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "vit"}))
@@ -310,6 +318,7 @@ def _not_a_causal_lm(folder: Path) -> None:
         (_junk_config, "auto", "is not a valid JSON file -- point generator.model at a folder written by"),
         (_no_weights, "auto", "has a config but no weights"),
         (_not_a_causal_lm, "auto", "is a vit, not a causal language model"),
+        (_no_tokenizer, "auto", "its tokenizer has no vocabulary (tokenizer.json / vocab files missing?)"),
         ("nonsense:foo", "auto", "unknown model scheme 'nonsense:'"),
         ("tiny:qwen2", "cuda:7", "generator.device 'cuda:7' is not on this machine"),
         ("tiny:qwen2", "gpu0", "device 'gpu0' is not a device name"),

@@ -279,6 +279,11 @@ def check_model(
         raise ModelError(
             f"{where} {ref!r}: its tokenizer cannot be loaded: {first_line(e).rstrip('.')} -- {fix}"
         ) from None
+    if len(tok) < 2 or not tok("science", add_special_tokens=False)["input_ids"]:
+        # transformers 5.17 builds an empty tokenizer for a folder without tokenizer files instead of failing
+        raise ModelError(
+            f"{where} {ref!r}: its tokenizer has no vocabulary (tokenizer.json / vocab files missing?) -- {fix}"
+        )
     if chat_template and not getattr(tok, "chat_template", None):
         raise ModelError(f"{where} {ref!r}: the tokenizer has no chat template -- use an instruct/chat model here")
     return path
