@@ -37,7 +37,7 @@ from wildsci.builder.state import STATE_DIR, base_hash, claim_output_dir, write_
 from wildsci.cluster import slurm
 from wildsci.cluster.config import ExecutorConfig
 from wildsci.cluster.server import PER_TASK_URL
-from wildsci.cluster.status import RankView, killed_detail, progress_line, render, slurm_queue, stage_views
+from wildsci.cluster.status import NEVER, RankView, killed_detail, progress_line, render, slurm_queue, stage_views
 from wildsci.errors import UserError
 from wildsci.recipes import from_dict, load_yaml, merge_overrides
 from wildsci.redact import redact_text
@@ -297,7 +297,10 @@ def submit_slurm(
     from wildsci.cluster.executors import quiet_datatrove
 
     by_rank, merge_q, active = slurm_queue(state)
-    if by_rank or (merge_q and merge_q.reason != "DependencyNeverSatisfied"):
+    # with no shard queued, a merge still waiting on its dependency waits on a failed shard: it can never start
+    # (Slurm says DependencyNeverSatisfied on its next scheduling pass; the kit does not wait for it to say so)
+    stuck = merge_q is not None and not by_rank and merge_q.reason.startswith("Dependency")
+    if by_rank or (merge_q and not stuck):
         ids = sorted({t.job_id for t in active})
         raise UserError(
             f"this build's jobs {', '.join(ids)} are still queued or running -- follow them with "
@@ -350,6 +353,9 @@ def _slurm_views(root: Path, job: Any, state: dict) -> tuple[list[RankView], Ran
     views = stage_views(root / "build", job.tasks, by_rank, job.shard_dir)
     killed_detail(state, views)
     (merge,) = stage_views(root / "merge", 1, {0: merge_q} if merge_q else {})
+    shards_over = not by_rank and any(v.state in ("failed", "killed") for v in views)
+    if merge.state == "pending" and merge.detail.startswith("Dependency") and shards_over:
+        merge.state, merge.detail = "blocked", NEVER
     if merge.state == "not started" and any(v.state in ("failed", "killed") for v in views):
         merge.state, merge.detail = "blocked", "a build rank failed: the merge cannot run until it is fixed"
     return views, merge

@@ -258,6 +258,7 @@ def stage_views(
     for t in slurm.queued(list(jobs.values())):
         queued.setdefault(t.job_id, []).append(t)
     views = []
+    failed_before = False  # afterok on a failed job is never satisfied, whether or not Slurm has said so yet
     for stage in stages:
         job = jobs.get(stage.name, "")
         v = {"stage": stage.name, "job": job or "-", "state": "not submitted", "elapsed": "", "detail": "", "log": ""}
@@ -275,7 +276,9 @@ def stage_views(
             v["elapsed"] = max(t.elapsed for t in tasks)
             if any(t.state == "RUNNING" for t in tasks):
                 v["state"] = "running"
-            elif any(t.reason == "DependencyNeverSatisfied" for t in tasks):
+            elif any(t.reason == "DependencyNeverSatisfied" for t in tasks) or (
+                failed_before and all(t.reason.startswith("Dependency") for t in tasks)
+            ):
                 v["state"], v["detail"] = "blocked", "an earlier stage failed: it can never start"
             else:
                 v["state"], v["detail"] = "pending", tasks[0].reason
@@ -291,5 +294,6 @@ def stage_views(
                 v["log"] = str(failed_logs[-1])
                 line = failing_line(failed_logs[-1])
                 v["detail"] = (v["detail"] + " -- " if v["detail"] else "") + line
+        failed_before = failed_before or v["state"] == "failed"
         views.append(v)
     return views

@@ -23,6 +23,8 @@ from rich.table import Table
 from wildsci.builder.plan import STAGE_ORDER
 from wildsci.cluster import slurm
 
+#: a merge after a failed shard: Slurm's word for it, which squeue users know (said before Slurm's next pass says it)
+NEVER = "waits on a build rank that failed: it can never start (DependencyNeverSatisfied)"
 #: the states a rank or the merge can be in
 STATES = ("done", "running", "pending", "blocked", "failed", "killed", "not started")
 
@@ -52,7 +54,7 @@ def classify(
         return "running", ""
     if queued is not None and queued.state in slurm.ACTIVE:
         if queued.reason == "DependencyNeverSatisfied":
-            return "blocked", "waits on a build rank that failed: it can never start (DependencyNeverSatisfied)"
+            return "blocked", NEVER
         return "pending", queued.reason
     if attempt is not None:
         return "killed", "started but neither finished nor recorded an error (SIGKILL, out of memory, time limit?)"
