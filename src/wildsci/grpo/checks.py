@@ -7,26 +7,19 @@ dataclasses' ``__post_init__`` (:mod:`wildsci.grpo.config`).
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 from wildsci import models
-from wildsci.errors import UserError, first_line
+from wildsci.errors import UserError, check_writable_dir, first_line
 
 
 def check_output_dir(output_dir: str | None) -> Path:
     """The folder must be creatable and writable; it is not created here (a failed run leaves nothing behind)."""
     if not output_dir:
         raise UserError("output_dir is not set -- add output_dir: runs/<name> to the recipe")
-    out = Path(output_dir).expanduser()
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        raise UserError(f"output_dir {out}: {existing} is a file, not a folder -- choose another output_dir")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"output_dir {out} is not writable ({existing} is read-only to you) -- choose another folder")
-    return out
+    return check_writable_dir(output_dir, "output_dir")  # the one check eval and report use too
 
 
 def check_model(ref: str | None, revision: str | None = None, trust_remote_code: bool = False) -> str:
