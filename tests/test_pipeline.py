@@ -73,10 +73,9 @@ def test_demo_chain_as_slurm_jobs_fails_fixes_and_resumes(slurm_cluster, embedde
     run = tmp_path / "run"
     (run / "eval").parent.mkdir(parents=True)
     (run / "eval").write_text("in the way\n")  # the evaluation cannot create its output folder
-    # two GRPO processes, each 1 question x 4 rollouts a step and no reference model (beta 0): the chain is under
-    # test here, not the demo recipe's learning, and two ranks of the full demo step (~7 GB each on the CPU) do not
-    # fit 24 GB beside the session's vLLM server
-    grpo = "[--per_device_train_batch_size, '4', --option_rotations, '1', --beta, '0.0']"
+    # two GRPO processes with half the demo's per-device batch each: the same 16 completions per step (~7 GB per
+    # rank on the CPU: two fit beside the session's vLLM server when nothing else runs)
+    grpo = "[--per_device_train_batch_size, '8']"
     args = ("pipeline", "recipes/pipeline/demo.yaml", "--executor", "slurm", "--small", "true", "--run_dir",
             str(run), "--grpo.resources.processes_per_node", "2", "--grpo.args", grpo, "--wait")  # fmt: skip
     first = wildsci(*args, check=False)
