@@ -120,12 +120,20 @@ class PipelineRecipe:
         return {"build": self.build, "grpo": self.grpo, "eval": self.eval, "report": self.report}
 
 
+def _demo_inputs(recipe: PipelineRecipe) -> dict[str, Any]:
+    """The demo runner's arguments for this pipeline: its stage recipes and extra arguments (the report takes none)."""
+    stages = {k: c for k, c in recipe.stages().items() if k != "report"}
+    return {
+        "small": recipe.small,
+        "recipes": {k: c.recipe for k, c in stages.items() if c.recipe},
+        "args": {k: list(c.args) for k, c in stages.items()},
+    }
+
+
 def _stages(recipe: PipelineRecipe) -> list[Any]:
     from wildsci.demo import plan
 
-    recipes = {k: c.recipe for k, c in recipe.stages().items() if c.recipe and k != "report"}
-    args = {k: list(c.args) for k, c in recipe.stages().items() if k != "report"}
-    return plan(recipe.run_dir, small=recipe.small, recipes=recipes, args=args)
+    return plan(recipe.run_dir, **_demo_inputs(recipe))
 
 
 def eval_models(stages: list[Any]) -> tuple[int, str]:
@@ -181,9 +189,7 @@ def run_pipeline(
             raise UserError("--wait follows Slurm jobs; the in-process chain runs in the foreground -- drop --wait")
         from wildsci.demo import run_demo
 
-        recipes = {k: c.recipe for k, c in recipe.stages().items() if c.recipe and k != "report"}
-        args = {k: list(c.args) for k, c in recipe.stages().items() if k != "report"}
-        run_demo(recipe.run_dir, small=recipe.small, recipes=recipes, args=args)
+        run_demo(recipe.run_dir, **_demo_inputs(recipe))
         return
     resources = {k: c.resources for k, c in recipe.stages().items()}
     jobs = chain.submit(recipe.name, stages, resources, run, recipe.slurm, _grpo_model(stages[1]), _layout(stages))

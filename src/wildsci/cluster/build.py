@@ -129,7 +129,7 @@ def _identity(recipe: BuildRecipe) -> dict[str, Any]:
 def _prepare(recipe: BuildRecipe, merged: dict, job: Any, root: Path) -> dict[str, Any]:
     """Snapshot the recipe for the ranks; forget completions made from another recipe or another task count."""
     root.mkdir(parents=True, exist_ok=True)
-    state = json.loads((root / "state.json").read_text(encoding="utf-8")) if (root / "state.json").is_file() else {}
+    state = _load_state(root)
     ident = _identity(recipe)
     if state and state.get("identity") != ident:
         old_jobs = [str(state.get(s, {}).get("job_id") or "") for s in ("build", "merge")]
@@ -160,6 +160,12 @@ def _prepare(recipe: BuildRecipe, merged: dict, job: Any, root: Path) -> dict[st
     state.update({"identity": ident, "kind": recipe.executor.kind, "tasks": recipe.executor.tasks, "out": job.out})
     _save_state(root, state)
     return state
+
+
+def _load_state(root: Path) -> dict[str, Any]:
+    """What the last submission recorded (``{}`` before the first)."""
+    path = root / "state.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _save_state(root: Path, state: dict[str, Any]) -> None:
@@ -363,7 +369,7 @@ def _slurm_views(root: Path, job: Any, state: dict) -> tuple[list[RankView], Ran
 
 def follow(recipe: BuildRecipe, job: Any, root: Path, recipe_path: str | Path, poll_s: float = 3.0) -> None:
     """``--wait``: a progress line whenever something changes, until the merge is done or cannot run."""
-    state = json.loads((root / "state.json").read_text(encoding="utf-8"))
+    state = _load_state(root)
     t0, last = state.get("submitted", time.time()), ""
     try:
         while True:
@@ -398,7 +404,7 @@ def show_status(recipe_path: str | Path, root: Path) -> None:
             f"no executor run recorded in {root} -- start one with `wildsci build {recipe_path} --executor.kind "
             "local|slurm` (an in-process build prints its stages as it runs)"
         )
-    state = json.loads((root / "state.json").read_text(encoding="utf-8"))
+    state = _load_state(root)
     job = BuildJob(recipe=str(root / "recipe.yaml"), out=state["out"], tasks=state["tasks"], logging_dir=str(root))
     con = Console()
     if state["kind"] == "slurm":
