@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test suite's Slurm cluster starter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import markdown_table, start_run  # noqa: E402
+from _results import markdown_table, spread, start_run  # noqa: E402
 
 WILDSCI = str(Path(sys.executable).parent / "wildsci")
 VARIANTS = (
@@ -44,6 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "data" / "demo.yaml"))
     ap.add_argument("--max-papers", type=int, default=None, help="a smaller build (default: the whole demo corpus)")
+    ap.add_argument("--repeats", type=int, default=2, help="rounds of all four variants, interleaved (default 2)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--allow-dirty", action="store_true")
     args = ap.parse_args()
@@ -54,29 +56,40 @@ def main() -> None:
         cluster = start_cluster(Path(tmp) / "slurm")
         env = {**os.environ, **cluster.env}
         try:
-            rows, reference, base = [], None, None
+            walls: dict[str, list[float]] = {name: [] for name, _ in VARIANTS}
+            identical: dict[str, bool] = {name: True for name, _ in VARIANTS}
+            reference = None
+            for round_ in range(args.repeats):  # interleaved, so a drift in the machine's speed hits every variant
+                for name, extra in VARIANTS:
+                    out = Path(tmp) / f"{name.replace(' ', '_').replace(',', '')}_{round_}"
+                    cmd = [WILDSCI, "build", args.recipe, "--output-dir", str(out), *extra]
+                    if args.max_papers:
+                        cmd += ["--max_papers", str(args.max_papers)]
+                    t0 = time.monotonic()
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+                    wall = time.monotonic() - t0
+                    if proc.returncode != 0:
+                        sys.exit(f"bench: {name} failed: {proc.stderr.strip().splitlines()[-1]}")
+                    got = parquet(out)
+                    reference = reference if reference is not None else got
+                    identical[name] &= got == reference
+                    walls[name].append(wall)
+                    print(f"round {round_ + 1}, {name}: {wall:.1f} s", flush=True)
+            rows = []
+            base = statistics.median(walls[VARIANTS[0][0]])
             for name, extra in VARIANTS:
-                out = Path(tmp) / name.replace(" ", "_").replace(",", "")
-                cmd = [WILDSCI, "build", args.recipe, "--output-dir", str(out), *extra]
-                if args.max_papers:
-                    cmd += ["--max_papers", str(args.max_papers)]
-                t0 = time.monotonic()
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-                wall = time.monotonic() - t0
-                if proc.returncode != 0:
-                    sys.exit(f"bench: {name} failed: {proc.stderr.strip().splitlines()[-1]}")
-                got = parquet(out)
-                reference = reference if reference is not None else got
-                base = base if base is not None else wall
                 tasks = int(extra[extra.index("--executor.tasks") + 1]) if extra else 1
-                per_task = "-" if not extra else f"{(wall - base) / tasks:+.1f} s"
-                rows.append([name, f"{wall:.1f} s", per_task, "yes" if got == reference else "NO"])
-                print(f"{name}: {wall:.1f} s", flush=True)
+                per_task = "-" if not extra else f"{(statistics.median(walls[name]) - base) / tasks:+.1f} s"
+                rows.append([name, spread(walls[name], "{:.1f} s"), per_task, "yes" if identical[name] else "NO"])
         finally:
             _stop(cluster.procs)
-    table = markdown_table(["build", "wall time", "overhead per task", "parquet identical to in process"], rows)
+    table = markdown_table(
+        ["build", "wall time (min / median / max)", "overhead per task (medians)", "parquet identical to in process"],
+        rows,
+    )
     body = (
-        f"{table}\n\nOne run per variant, in the order shown, each into a fresh folder (no call cache shared). "
+        f"{table}\n\n{args.repeats} round(s) of the four variants, interleaved in the order shown, each build into a "
+        "fresh folder (no call cache shared); every build of every round compared with the first in-process one. "
         f"Recipe: `{Path(args.recipe).relative_to(ROOT) if Path(args.recipe).is_relative_to(ROOT) else args.recipe}`"
         + (f" with `--max_papers {args.max_papers}`" if args.max_papers else "")
         + ". The machine has 2 cores, which one model already fills: the executors cannot be faster here, and the "

@@ -88,8 +88,9 @@ class FakeLLM:
         q = f"Which conclusion follows from the finding that {topic.lower()} (variant {_h(sentence, seed) % 997})?"
         correct = f"SUPPORTED: {sentence[:120]}"
         wrong = [f"The opposite of {' '.join(words[i : i + 3]).lower()} holds (case {i})" for i in range(9)]
-        options = [correct, *wrong]
-        ans = _h("answer", sentence, seed) % 10
+        asked = re.search(r"Give exactly (\d+) options", user)  # the prompt's count (10 unless the recipe says)
+        options = [correct, *wrong][: int(asked.group(1)) if asked else 10]
+        ans = _h("answer", sentence, seed) % len(options)
         options[0], options[ans] = options[ans], options[0]
         obj = {"question": q, "options": options, "answer": LETTERS[ans], "rationale": f"Stated: {sentence[:80]}"}
         if "FAKE:not_json" in excerpt:

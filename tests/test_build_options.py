@@ -149,12 +149,13 @@ def test_pool_distractors_sample_large_pools_without_own_options():
 def test_llm_then_pool_fills_what_the_llm_could_not(llm):
     client, handler, _ = llm
     rows = [_labelled("garbage", "Ecology", list(BASE))]
-    rows.append(_labelled("fill", "Ecology", list(BASE[:2]) + ["own 0"]))
+    rows.append(_labelled("fill", "Ecology", list(BASE[:2]) + [f"own {k}" for k in range(6)]))
     kept, drops, _ = complete_options(rows, client, OptionsConfig(distractor_source="llm_then_pool", max_attempts=1))
     assert drops == {}
     garbage = next(r for r in kept if "[garbage]" in r["question"])
     pooled = set(options_list(garbage["options"])) - set(BASE)
-    assert pooled and all(o.startswith(("distractor fill", "own ")) for o in pooled)
+    # the pool holds what the generator wrote, not another question's LLM distractors (known only per shard)
+    assert len(pooled) == 6 and all(o.startswith("own ") for o in pooled)
     assert handler.calls["garbage"] == 1 and handler.calls["fill"] == 1  # one LLM try each, then the pool
 
 
@@ -177,3 +178,16 @@ def test_answer_letters_are_balanced():
     chi2 = sum((c - 200) ** 2 / 200 for c in letters.values())
     assert chi2 < 27.9, letters  # chi-square, 9 degrees of freedom, p = 0.001
     assert Counter(r["answer"] for r in kept) == Counter(letters)
+
+
+def test_a_shard_drawing_from_the_whole_pool_puts_what_one_build_puts():
+    rows = [_labelled(f"q{i}", f"L{i % 2}", [f"own {i}.{j}" for j in range(3)]) for i in range(12)]
+    cfg = OptionsConfig(distractor_source="pool")
+    whole, _, _ = complete_options(rows, None, cfg)
+    shards = [rows[0::3], rows[1::3], rows[2::3]]
+    sharded = [r for shard in shards for r in complete_options(shard, None, cfg, pool_rows=rows)[0]]
+    key = lambda r: r["question"]  # noqa: E731
+    assert sorted(sharded, key=key) == sorted(whole, key=key)
+    # a shard's own pool draws other options: why an executor's shards all generate before any draws
+    own = [r for shard in shards for r in complete_options(shard, None, cfg)[0]]
+    assert sorted(own, key=key) != sorted(whole, key=key)

@@ -28,7 +28,17 @@ from wildsci.recipes import load_recipe
 
 #: keys that change where/how a build is written or published, not what it contains (excluded from the
 #: content hash, so e.g. ``--output-dir`` or ``--push`` never invalidates checkpoints)
-NON_CONTENT_KEYS = ("output_dir", "hub_repo_id", "private", "card", "merge_from", "cache_path", "executor")
+NON_CONTENT_KEYS = (
+    "output_dir",
+    "hub_repo_id",
+    "private",
+    "card",
+    "merge_from",
+    "cache_path",
+    "executor",
+    "stop_after",
+    "pool_from",
+)
 
 
 @dataclass
@@ -80,6 +90,20 @@ class BuildRecipe:
         default_factory=list,
         metadata={"help": "Scale-out: shard output folders to merge, dedup, split and publish as one dataset."},
     )
+    stop_after: str | None = field(
+        default=None,
+        metadata={
+            "help": "Scale-out, with shard and a pool recipe: 'generate' stops the shard after generation, so that "
+            "every shard can then draw pool distractors from all shards (pool_from). See docs/scale_out.md."
+        },
+    )
+    pool_from: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Scale-out, with shard: the shard folders (all of them, generated with stop_after: generate) "
+            "whose generated options make the distractor pool, instead of this shard's own."
+        },
+    )
     cache_path: str | None = field(
         default=None,
         metadata={"help": "LLM call cache (sqlite); default <output_dir>/.wildsci_build/llm_cache.sqlite."},
@@ -99,13 +123,25 @@ class BuildRecipe:
             self.shard_tuple()  # validates
         if self.shard is not None and self.merge_from:
             raise ValueError("shard and merge_from are exclusive: build the shards first, then merge them")
-        if self.executor.kind != "inprocess" and (self.shard is not None or self.merge_from):
+        if self.stop_after not in (None, "generate"):
+            raise ValueError(f"stop_after can only be 'generate' (or null), got {self.stop_after!r}")
+        if (self.stop_after or self.pool_from) and self.shard is None:
+            raise ValueError("stop_after and pool_from split a shard's build in two -- they need shard: 'i/n'")
+        if self.stop_after and self.pool_from:
+            raise ValueError("stop_after: generate comes before pool_from -- run the shard with one, then the other")
+        if self.executor.kind != "inprocess" and (
+            self.shard is not None or self.merge_from or self.stop_after or self.pool_from
+        ):
             raise ValueError(
-                "executor.kind local/slurm runs the shards and the merge itself -- drop shard/merge_from "
-                "(they are the low-level interface the executor uses)"
+                "executor.kind local/slurm runs the shards and the merge itself -- drop shard/merge_from/stop_after/"
+                "pool_from (they are the low-level interface the executor uses)"
             )
         if self.max_papers is not None and self.max_papers < 1:
             raise ValueError("max_papers must be at least 1 (or null)")
+
+    def uses_pool(self) -> bool:
+        """The options stage draws distractors from the build's own questions: shards must see each other's."""
+        return self.options.generate_distractors and self.options.distractor_source != "llm"
 
     def shard_tuple(self) -> tuple[int, int] | None:
         if self.shard is None:

@@ -76,9 +76,9 @@ class OptionsConfig:
         default="llm",
         metadata={
             "help": "where missing wrong options come from: llm (written for the question), pool (options of other "
-            "questions of this build, same field labels first; no LLM call, always distinct, but off-topic "
-            "options make a question easier and depend on which questions the build holds, so a sharded build "
-            "draws from each shard's own questions), or llm_then_pool (pool fills what the LLM could not)"
+            "questions of this build as the generator wrote them, same field labels first; no LLM call, always "
+            "distinct, but off-topic options make a question easier; an executor's sharded build draws from the "
+            "whole build's pool, like one build), or llm_then_pool (pool fills what the LLM could not)"
         },
     )
 
@@ -197,37 +197,59 @@ def fill_from_pool(
     return opts + picked
 
 
+def _checked_options(row: dict, cfg: OptionsConfig, can_fill: bool) -> tuple[list[str] | None, str | None]:
+    """A question's options as a list, or the drop reason that keeps it out of this stage (and out of the pool)."""
+    opts = row.get("options")
+    if isinstance(opts, dict):
+        opts = options_list(opts)
+    opts = [str(o).strip() for o in (opts or [])]
+    idx = row.get("answer_index")
+    if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < len(opts):
+        return None, "bad_answer_index"
+    if any(not o for o in opts):
+        return None, "empty_option"
+    if len({_norm(o) for o in opts}) != len(opts):
+        return None, "duplicate_options"
+    if len(opts) > cfg.num_options:
+        return None, "too_many_options"
+    if len(opts) < cfg.num_options and not (cfg.generate_distractors and can_fill):
+        return None, "too_few_options"
+    return opts, None
+
+
 def complete_options(
-    questions: list[dict], client: LLMClient | None, cfg: OptionsConfig
+    questions: list[dict], client: LLMClient | None, cfg: OptionsConfig, pool_rows: list[dict] | None = None
 ) -> tuple[list[dict], dict[str, int], dict[str, int]]:
     """Bring every question to ``num_options`` options and shuffle them.
 
     Input rows have ``options`` (list) and ``answer_index``; output rows have ``options`` as the A..J struct
     (:func:`wildsci.schema.options_dict`) and ``answer`` (a letter). Returns rows, drops and the answer-letter
     distribution of the kept rows.
+
+    The pool (``distractor_source: pool | llm_then_pool``) holds the options the generator wrote for every question
+    that enters this stage, before any LLM distractor is added: ``pool_rows`` (the generated rows of *every* shard
+    of a build, :func:`wildsci.builder.state.read_pool`) or, by default, ``questions`` themselves. Why the generated
+    options only: they are known once generation is done everywhere, so a sharded build can draw from the whole
+    build's pool and put exactly the distractors a single build puts.
     """
     drops: Counter[str] = Counter()
     use_llm = cfg.distractor_source != "pool" and client is not None
     use_pool = cfg.distractor_source != "llm"
+    can_fill = client is not None or use_pool
     work: list[tuple[dict, list[str]]] = []
     for row in questions:
-        opts = row.get("options")
-        if isinstance(opts, dict):
-            opts = options_list(opts)
-        opts = [str(o).strip() for o in (opts or [])]
-        idx = row.get("answer_index")
-        if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < len(opts):
-            drops["bad_answer_index"] += 1
-        elif any(not o for o in opts):
-            drops["empty_option"] += 1
-        elif len({_norm(o) for o in opts}) != len(opts):
-            drops["duplicate_options"] += 1
-        elif len(opts) > cfg.num_options:
-            drops["too_many_options"] += 1
-        elif len(opts) < cfg.num_options and not (cfg.generate_distractors and (client is not None or use_pool)):
-            drops["too_few_options"] += 1
+        opts, reason = _checked_options(row, cfg, can_fill)
+        if reason:
+            drops[reason] += 1
         else:
             work.append((row, opts))
+    index = None
+    if use_pool and cfg.generate_distractors:
+        if pool_rows is None:
+            index = pool_index(work)
+        else:
+            checked = ((row, _checked_options(row, cfg, can_fill)[0]) for row in pool_rows)
+            index = pool_index([(row, opts) for row, opts in checked if opts is not None])
 
     errors = Counter()
     for attempt in range(cfg.max_attempts if use_llm else 0):
@@ -246,8 +268,7 @@ def complete_options(
             need = cfg.num_options - len(opts)
             work[i] = (row, opts + _new_distractors(res.text, opts)[:need])
 
-    if use_pool and cfg.generate_distractors:
-        index = pool_index(work)
+    if index is not None:
         work = [(row, fill_from_pool(row, opts, index, cfg)) for row, opts in work]
 
     out: list[dict] = []

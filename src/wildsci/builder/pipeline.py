@@ -45,9 +45,11 @@ from wildsci.builder.state import (
     Checkpoints,
     claim_output_dir,
     content_hash,
+    read_pool,
     read_shards,
     stage_entry,
     write_atomic,
+    write_generated,
     write_shard,
 )
 from wildsci.builder.vote import filter_by_votes, vote
@@ -138,8 +140,8 @@ def per_paper_stages(recipe: BuildRecipe, ckpt: Checkpoints, clients: Clients, s
         stages += st
         log(f"ingest: {st[0]['out']} papers -> {len(chunks)} passages ({st[1].get('tokens', '')})")
 
-    def run(name: str, rows_in: list[dict], fn, n_in: int | None = None) -> list[dict]:
-        in_hash = ckpt.rows_hash(rows_in)
+    def run(name: str, rows_in: list[dict], fn, n_in: int | None = None, extra_input: str = "") -> list[dict]:
+        in_hash = ckpt.rows_hash(rows_in) + extra_input
         got = ckpt.get(name, in_hash)
         if got:
             rows, meta = got
@@ -158,7 +160,13 @@ def per_paper_stages(recipe: BuildRecipe, ckpt: Checkpoints, clients: Clients, s
     # generate's "in" counts attempted questions (passages x questions_per_chunk), like its drops
     attempts = len(chunks) * recipe.generate.questions_per_chunk
     rows = run("generate", chunks, lambda rs: generate_questions(rs, clients.generator, recipe.generate), attempts)
-    rows = run("options", rows, lambda rs: complete_options(rs, clients.generator, recipe.options))
+    if recipe.stop_after == "generate":
+        return rows
+    # a shard that draws from every shard's pool recomputes its options when the pool changes
+    pool = read_pool(recipe) if recipe.pool_from and recipe.uses_pool() else None
+    pool_id = "" if pool is None else "+pool" + ckpt.rows_hash(pool)
+    options = lambda rs: complete_options(rs, clients.generator, recipe.options, pool)  # noqa: E731
+    rows = run("options", rows, options, None, pool_id)
     rows = run("vote", rows, lambda rs: vote(rs, clients.voters, recipe.vote))
     rows = run("filter", rows, lambda rs: filter_by_votes(rs, recipe.vote))
     labeler = (lambda: clients.labeler) if recipe.label.use_llm else (lambda: None)
@@ -262,6 +270,16 @@ def _build(
     if failures:
         what = escape(f"{sum(failures.values())} LLM calls failed ({failed_calls(failures)})")
         log(f"[yellow]{what}[/] -- rerun the same command to retry exactly those (finished calls come from the cache)")
+
+    if recipe.stop_after == "generate":
+        i, n = recipe.shard_tuple()
+        write_generated(out, recipe, len(rows))
+        summary_table(stages, f"{recipe.name}: shard {i}/{n}, generated")
+        log(
+            f"shard {i}/{n} generated: {len(rows)} questions in {out} -- when every shard has generated, finish each "
+            f"with `wildsci build {recipe_path} --shard {i}/{n} --pool_from '[<all shard dirs>]'`"
+        )
+        return {"shard": [i, n], "generated": len(rows), "stages": stages, "llm_calls": llm_calls}
 
     if recipe.shard:
         i, n = recipe.shard_tuple()

@@ -143,6 +143,43 @@ def write_shard(out: Path, recipe: BuildRecipe, rows: list[dict], stages: list[d
     write_atomic(out / "shard.json", [json.dumps(meta, indent=1, ensure_ascii=False) + "\n"])
 
 
+def write_generated(out: Path, recipe: BuildRecipe, rows: int) -> None:
+    """A shard whose generation is done (``stop_after: generate``): its rows are the ``generate`` checkpoint."""
+    i, n = recipe.shard_tuple()
+    meta = {"shard": [i, n], "base_hash": base_hash(recipe), "rows": rows}
+    write_atomic(out / "generated.json", [json.dumps(meta, indent=1) + "\n"])
+
+
+def read_pool(recipe: BuildRecipe) -> list[dict]:
+    """The generated rows of every shard in ``pool_from`` (checked complete and from this recipe), in shard order."""
+    base = base_hash(recipe)
+    by_shard: dict[int, list[dict]] = {}
+    expected_n = None
+    for d in recipe.pool_from:
+        meta_path = Path(d) / "generated.json"
+        if not meta_path.is_file():
+            raise UserError(
+                f"pool_from: {d} has not finished generating (no generated.json) -- run that shard with "
+                "stop_after: generate"
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta["base_hash"] != base:
+            raise UserError(f"pool_from: {d} was generated from a different recipe -- regenerate it with this recipe")
+        i, n = meta["shard"]
+        if expected_n not in (None, n) or i in by_shard:
+            raise UserError(f"pool_from: {d} is shard {i}/{n}, inconsistent with the others -- list each shard once")
+        expected_n = n
+        path = Path(d) / STATE_DIR / "generate.jsonl"
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        if len(lines) != meta["rows"]:
+            raise UserError(f"pool_from: {path} does not hold the {meta['rows']} generated rows -- regenerate {d}")
+        by_shard[i] = [json.loads(line) for line in lines]
+    missing = sorted(set(range(expected_n or 0)) - set(by_shard))
+    if missing:
+        raise UserError(f"pool_from: shards {missing} of {expected_n} are missing -- generate them and list them all")
+    return [row for i in sorted(by_shard) for row in by_shard[i]]
+
+
 def read_shards(recipe: BuildRecipe) -> tuple[list[dict], list[dict]]:
     """Labelled rows and stage counts of every shard folder in ``merge_from`` (checked complete and consistent)."""
     base = base_hash(recipe)

@@ -7,8 +7,9 @@
 One command, rerun to resume: datatrove runs only the ranks without a completion file, and inside a rank the
 builder's checkpoints and call cache answer everything already done. Everything the run keeps lives in
 ``<output_dir>/.wildsci_build/executor/`` (``executor.logging_dir``): the recipe as submitted, ``state.json`` (the
-recipe's hash, the task count, the Slurm job ids), and per stage (``build``, ``merge``) datatrove's completions and
-sbatch script plus the kit's per-rank logs, attempts and failure records (:mod:`wildsci.cluster.executors`).
+recipe's hash, the task count, the Slurm job ids), and per stage (``build``, ``merge``, and ``generate`` first for a
+recipe with pool distractors) datatrove's completions and sbatch script plus the kit's per-rank logs, attempts and
+failure records (:mod:`wildsci.cluster.executors`).
 
 ``inprocess`` (the default) is :func:`wildsci.builder.pipeline.run_build`, unchanged.
 """
@@ -37,7 +38,17 @@ from wildsci.builder.state import STATE_DIR, base_hash, claim_output_dir, write_
 from wildsci.cluster import slurm
 from wildsci.cluster.config import ExecutorConfig
 from wildsci.cluster.server import PER_TASK_URL
-from wildsci.cluster.status import NEVER, RankView, killed_detail, progress_line, render, slurm_queue, stage_views
+from wildsci.cluster.status import (
+    RankView,
+    combine_phases,
+    killed_detail,
+    mark_blocked,
+    progress_line,
+    render,
+    slurm_queue,
+    stage_views,
+    waits_on_dependency,
+)
 from wildsci.errors import UserError
 from wildsci.recipes import from_dict, load_yaml, merge_overrides
 from wildsci.redact import redact_text
@@ -118,6 +129,7 @@ def _job(recipe: BuildRecipe, merged: dict, out: Path, root: Path, push: bool, c
         push=push,
         command=command,
         server=asdict(ex.server) if ex.server else None,
+        pool=recipe.uses_pool() and ex.tasks > 1,
     )
 
 
@@ -132,7 +144,7 @@ def _prepare(recipe: BuildRecipe, merged: dict, job: Any, root: Path) -> dict[st
     state = _load_state(root)
     ident = _identity(recipe)
     if state and state.get("identity") != ident:
-        old_jobs = [str(state.get(s, {}).get("job_id") or "") for s in ("build", "merge")]
+        old_jobs = [str(state.get(s, {}).get("job_id") or "") for s in STAGES]
         if state.get("kind") == "slurm" and slurm.queued([j for j in old_jobs if j and j != "-1"]):
             raise UserError(
                 f"{root}: jobs of an earlier submission ({', '.join(j for j in old_jobs if j)}) are still queued, "
@@ -144,7 +156,7 @@ def _prepare(recipe: BuildRecipe, merged: dict, job: Any, root: Path) -> dict[st
             else (f"the task count changed ({state.get('identity', {}).get('tasks')} -> {ident['tasks']})")
         )
         dropped = 0
-        for stage in ("build", "merge"):
+        for stage in STAGES:
             for p in (root / stage / "completions").glob("*"):
                 p.unlink()
                 dropped += 1
@@ -157,9 +169,21 @@ def _prepare(recipe: BuildRecipe, merged: dict, job: Any, root: Path) -> dict[st
     snap = {k: v for k, v in merged.items() if k != "executor"}
     snap["output_dir"] = job.out
     write_atomic(root / "recipe.yaml", [yaml.safe_dump(snap, sort_keys=False, allow_unicode=True)])
-    state.update({"identity": ident, "kind": recipe.executor.kind, "tasks": recipe.executor.tasks, "out": job.out})
+    state.update(
+        {
+            "identity": ident,
+            "kind": recipe.executor.kind,
+            "tasks": recipe.executor.tasks,
+            "out": job.out,
+            "phases": list(job.phases),
+        }
+    )
     _save_state(root, state)
     return state
+
+
+#: every executor folder a run can have, in the order they run
+STAGES = ("generate", "build", "merge")
 
 
 def _load_state(root: Path) -> dict[str, Any]:
@@ -212,29 +236,37 @@ def run_local(
     from wildsci.cluster.executors import BuildShard, LocalExecutor, MergeShards, quiet_datatrove
 
     quiet_datatrove()
-    build = LocalExecutor([BuildShard(job)], tasks=ex.tasks, workers=ex.workers, logging_dir=str(root / "build"))
-    todo = build.get_incomplete_ranks()
-    log(
-        f"local executor: {len(todo)} of {ex.tasks} shards to build ({ex.tasks - len(todo)} done before), "
-        f"{min(ex.concurrent, max(1, len(todo)))} at a time; per-rank logs in {root / 'build' / 'ranks'}"
-    )
-    tty = os.fdopen(os.dup(2), "w")  # ranks run with stderr sent to their logs; the progress line goes here
-    monitor = _Monitor(root / "build", job, tty)
-    monitor.start()
-    try:
-        build.run()
-    except KeyboardInterrupt:
-        if not monitor.killed:
-            raise
-    finally:
-        monitor.stop.set()
-        monitor.join()
-        tty.close()
-    views = stage_views(root / "build", ex.tasks, {}, job.shard_dir)
-    failed = [v for v in views if v.state != "done"]
-    if failed:
-        render(f"{recipe.name}: local executor, {ex.tasks} shards", views, None, Console(stderr=True), root)
-        raise UserError(_failed_line(failed, recipe_path))
+    for phase in job.phases:
+        executor = LocalExecutor(
+            [BuildShard(job, phase)], tasks=ex.tasks, workers=ex.workers, logging_dir=str(root / phase)
+        )
+        todo = executor.get_incomplete_ranks()
+        what = "generate" if phase == "generate" else "build"
+        log(
+            f"local executor: {len(todo)} of {ex.tasks} shards to {what} ({ex.tasks - len(todo)} done before), "
+            f"{min(ex.concurrent, max(1, len(todo)))} at a time; per-rank logs in {root / phase / 'ranks'}"
+            + (" (every shard generates before any draws from the pool of all)" if phase == "generate" else "")
+        )
+        tty = os.fdopen(os.dup(2), "w")  # ranks run with stderr sent to their logs; the progress line goes here
+        monitor = _Monitor(root / phase, job, tty)
+        monitor.start()
+        try:
+            executor.run()
+        except KeyboardInterrupt:
+            if not monitor.killed:
+                raise
+        finally:
+            monitor.stop.set()
+            monitor.join()
+            tty.close()
+        views = stage_views(root / phase, ex.tasks, {}, job.shard_dir)
+        failed = [v for v in views if v.state != "done"]
+        if failed:
+            title = f"{recipe.name}: local executor, {ex.tasks} shards" + (
+                ", generating" if what == "generate" else ""
+            )
+            render(title, views, None, Console(stderr=True), root)
+            raise UserError(_failed_line(failed, recipe_path))
     log("all shards built; merging (dedup, decontamination, split, parquet, card)")
     merge = LocalExecutor([MergeShards(job)], tasks=1, workers=1, logging_dir=str(root / "merge"))
     merge.run()
@@ -271,30 +303,36 @@ def _slurm_executors(job: Any, ex: ExecutorConfig, root: Path, recipe: BuildReci
         "requeue": False,  # a failed rank is rerun by the user's rerun, after the cause is fixed
         "mail_type": "NONE",
     }
-    build = SlurmExecutor(
-        [BuildShard(job)],
-        tasks=ex.tasks,
-        workers=ex.workers,
-        cpus_per_task=ex.cpus_per_task,
-        mem_per_cpu_gb=ex.mem_per_cpu_gb,
-        gpus_per_task=ex.gpus_per_task,
-        job_name=ex.job_name or f"wildsci-build-{recipe.name}",
-        logging_dir=str(root / "build"),
-        **common,
-    )
+    name = ex.job_name or f"wildsci-build-{recipe.name}"
+    phases: list[Any] = []
+    for phase in job.phases:
+        phases.append(
+            SlurmExecutor(
+                [BuildShard(job, phase)],
+                tasks=ex.tasks,
+                workers=ex.workers,
+                cpus_per_task=ex.cpus_per_task,
+                mem_per_cpu_gb=ex.mem_per_cpu_gb,
+                gpus_per_task=ex.gpus_per_task,
+                job_name=name + ("-generate" if phase == "generate" else ""),
+                logging_dir=str(root / phase),
+                depends=phases[-1] if phases else None,
+                **common,
+            )
+        )
     merge = SlurmExecutor(
         [MergeShards(job)],
         tasks=1,
         cpus_per_task=1,
         mem_per_cpu_gb=max(ex.mem_per_cpu_gb, 4),
-        job_name=(ex.job_name or f"wildsci-build-{recipe.name}") + "-merge",
+        job_name=name + "-merge",
         logging_dir=str(root / "merge"),
-        depends=build,
+        depends=phases[-1],
         **common,
     )
-    for e in (build, merge):
+    for e in (*phases, merge):
         e.dry, e.chdir = dry, os.getcwd()
-    return build, merge
+    return phases, merge
 
 
 def submit_slurm(
@@ -302,40 +340,49 @@ def submit_slurm(
 ) -> None:
     from wildsci.cluster.executors import quiet_datatrove
 
-    by_rank, merge_q, active = slurm_queue(state)
-    # with no shard queued, a merge still waiting on its dependency waits on a failed shard: it can never start
-    # (Slurm says DependencyNeverSatisfied on its next scheduling pass; the kit does not wait for it to say so)
-    stuck = merge_q is not None and not by_rank and merge_q.reason.startswith("Dependency")
-    if by_rank or (merge_q and not stuck):
+    views, merge_v = _slurm_views(root, job, state)
+    _, _, active = slurm_queue(state, job.phases)
+    # a job waiting on a dependency when nothing of this run is running or pending for resources waits on a failed
+    # rank: it can never start (Slurm says DependencyNeverSatisfied on its next pass; the kit does not wait for it)
+    live = [
+        v for v in [*views, merge_v] if v.state == "running" or (v.state == "pending" and not waits_on_dependency(v))
+    ]
+    if live:
         ids = sorted({t.job_id for t in active})
         raise UserError(
             f"this build's jobs {', '.join(ids)} are still queued or running -- follow them with "
             f"`wildsci build {recipe_path} --status` (or --wait), or `scancel {' '.join(ids)}` to stop them"
         )
-    if merge_q is not None:  # it waits on a rank that failed: it can never start; the rerun submits a new one
-        slurm.cancel([merge_q.job_id])
-        log(f"cancelled merge job {merge_q.job_id}, which waited on a failed rank (DependencyNeverSatisfied)")
+    if active:  # they wait on a rank that failed: they can never start; the rerun submits new ones
+        ids = sorted({t.job_id for t in active})
+        slurm.cancel(ids)
+        log(f"cancelled job(s) {', '.join(ids)}, which waited on a failed rank (DependencyNeverSatisfied)")
     quiet_datatrove()
-    build, merge = _slurm_executors(job, ex, root, recipe)
-    todo = build.get_incomplete_ranks()
-    if not todo and not merge.get_incomplete_ranks():
+    phases, merge = _slurm_executors(job, ex, root, recipe)
+    todo = {job.phases[i]: e.get_incomplete_ranks() for i, e in enumerate(phases)}
+    if not any(todo.values()) and not merge.get_incomplete_ranks():
         log(f"nothing to do: every shard and the merge are complete -- the dataset is in {job.out}")
         return
-    merge.run()  # submits the build's array job first (only the ranks without a completion), then the merge
-    state["build"] = {"job_id": str(build.job_id), "ranks": todo}
+    merge.run()  # submits the shards' array job(s) first (only the ranks without a completion), then the merge
+    for phase, e in zip(job.phases, phases, strict=True):
+        state[phase] = {"job_id": str(e.job_id), "ranks": todo[phase]}
     state["merge"] = {"job_id": str(merge.job_id)}
     state["submitted"] = time.time()
     _save_state(root, state)
-    if build.job_id not in (None, -1):
-        log(
-            f"submitted shards {_ranges(todo)} of {ex.tasks} as Slurm array job {build.job_id} "
-            f"({min(ex.concurrent, len(todo))} at a time); script: {root / 'build' / 'launch_script.slurm'}"
-        )
+    for phase, e in zip(job.phases, phases, strict=True):
+        if e.job_id not in (None, -1):
+            what = "generation of shards" if phase == "generate" else "shards"
+            after = " (after every shard's generation)" if phase == "build" and job.pool else ""
+            log(
+                f"submitted {what} {_ranges(todo[phase])} of {ex.tasks} as Slurm array job {e.job_id}{after} "
+                f"({min(ex.concurrent, len(todo[phase]))} at a time); script: {root / phase / 'launch_script.slurm'}"
+            )
     log(
         f"submitted the merge as job {merge.job_id} (runs after every shard succeeds); script: "
         f"{root / 'merge' / 'launch_script.slurm'}"
     )
-    print(f"{build.job_id if build.job_id not in (None, -1) else '-'} {merge.job_id}")  # stdout: for scripts
+    ids = [str(e.job_id) if e.job_id not in (None, -1) else "-" for e in phases]
+    print(" ".join([*ids, str(merge.job_id)]))  # stdout: for scripts
     if wait:
         follow(recipe, job, root, recipe_path)
     else:
@@ -354,17 +401,23 @@ def _ranges(ranks: list[int]) -> str:
     return ",".join(out)
 
 
-def _slurm_views(root: Path, job: Any, state: dict) -> tuple[list[RankView], RankView]:
-    by_rank, merge_q, _ = slurm_queue(state)
-    views = stage_views(root / "build", job.tasks, by_rank, job.shard_dir)
-    killed_detail(state, views)
+def _shard_views(root: Path, job: Any, state: dict | None = None) -> tuple[list[RankView], RankView]:
+    """One row per rank (over its phases) and the merge's row; with ``state``, Slurm's queue and records too."""
+    by_phase, merge_q, _ = slurm_queue(state, job.phases) if state is not None else ({}, None, [])
+    per_phase = []
+    for phase in job.phases:
+        views = stage_views(root / phase, job.tasks, by_phase.get(phase, {}), job.shard_dir)
+        if state is not None:
+            killed_detail(state, views, phase)
+        per_phase.append(views)
+    views = per_phase[0] if len(per_phase) == 1 else combine_phases(*per_phase)
     (merge,) = stage_views(root / "merge", 1, {0: merge_q} if merge_q else {})
-    shards_over = not by_rank and any(v.state in ("failed", "killed") for v in views)
-    if merge.state == "pending" and merge.detail.startswith("Dependency") and shards_over:
-        merge.state, merge.detail = "blocked", NEVER
-    if merge.state == "not started" and any(v.state in ("failed", "killed") for v in views):
-        merge.state, merge.detail = "blocked", "a build rank failed: the merge cannot run until it is fixed"
+    mark_blocked(views, merge)
     return views, merge
+
+
+def _slurm_views(root: Path, job: Any, state: dict) -> tuple[list[RankView], RankView]:
+    return _shard_views(root, job, state)
 
 
 def follow(recipe: BuildRecipe, job: Any, root: Path, recipe_path: str | Path, poll_s: float = 3.0) -> None:
@@ -405,15 +458,22 @@ def show_status(recipe_path: str | Path, root: Path) -> None:
             "local|slurm` (an in-process build prints its stages as it runs)"
         )
     state = _load_state(root)
-    job = BuildJob(recipe=str(root / "recipe.yaml"), out=state["out"], tasks=state["tasks"], logging_dir=str(root))
+    job = BuildJob(
+        recipe=str(root / "recipe.yaml"),
+        out=state["out"],
+        tasks=state["tasks"],
+        logging_dir=str(root),
+        pool="generate" in state.get("phases", []),
+    )
     con = Console()
     if state["kind"] == "slurm":
         views, merge = _slurm_views(root, job, state)
-        build_id, merge_id = (state.get(k, {}).get("job_id", "-") for k in ("build", "merge"))
-        ids = f"array job {build_id}, merge job {merge_id}"
+        ids = ", ".join(
+            f"{'generation' if k == 'generate' else k} job {state.get(k, {}).get('job_id', '-')}"
+            for k in (*job.phases, "merge")
+        )
     else:
-        views = stage_views(root / "build", job.tasks, {}, job.shard_dir)
-        (merge,) = stage_views(root / "merge", 1, {})
+        views, merge = _shard_views(root, job)
         ids = "local executor"
     render(f"{Path(state['out']).name}: {job.tasks} shards ({ids})", views, merge, con, root)
     con.print(progress_line(views, merge, state.get("submitted", time.time())).split(" · ")[0])
@@ -443,7 +503,14 @@ def print_plan(recipe: BuildRecipe, job: Any, ex: ExecutorConfig) -> None:
         f"[bold]wildsci build --dry-run[/]: {recipe.name} -> {job.out} on the {ex.kind} executor: {ex.tasks} shard "
         f"tasks ({ex.concurrent} at a time), then 1 merge task"
     )
-    con.print(f"each task runs: {BuildShard(job)!r}")
+    if job.pool:
+        con.print(f"each task first generates: {BuildShard(job, 'generate')!r}")
+        con.print(
+            "then, once every shard has generated, draws its distractors from all shards' questions (as one build "
+            f"does) and goes on to labelling: {BuildShard(job)!r}"
+        )
+    else:
+        con.print(f"each task runs: {BuildShard(job)!r}")
     con.print(
         "then the merge: global dedup, decontamination, split, parquet, card"
         + (", push" if job.push else "")
@@ -482,11 +549,14 @@ def print_plan(recipe: BuildRecipe, job: Any, ex: ExecutorConfig) -> None:
     t.add_row("all", f"{totals[0]:,}", f"{totals[1]:,}", "", "", "", f"{totals[2]:,}")
     con.print(t)
     if ex.kind == "slurm":
-        build, merge = _slurm_executors(job, ex, Path(job.logging_dir), recipe, dry=True)
-        con.print(
-            f"[bold]sbatch script for the shards[/] ({Path(job.logging_dir) / 'build' / 'launch_script.slurm'}):"
-        )
-        con.print(build.script(ex.tasks), markup=False, highlight=False)
+        phases, merge = _slurm_executors(job, ex, Path(job.logging_dir), recipe, dry=True)
+        for i, (phase, e) in enumerate(zip(job.phases, phases, strict=True)):
+            what = "the shards' generation" if phase == "generate" else "the shards"
+            after = " (submitted with --dependency=afterok:<generation job id>)" if i else ""
+            con.print(
+                f"[bold]sbatch script for {what}[/] ({Path(job.logging_dir) / phase / 'launch_script.slurm'}){after}:"
+            )
+            con.print(e.script(ex.tasks), markup=False, highlight=False)
         con.print("[bold]sbatch script for the merge[/] (submitted with --dependency=afterok:<shards job id>):")
         con.print(merge.script(1), markup=False, highlight=False)
     con.print("dry run: nothing was submitted or written.")

@@ -3,7 +3,8 @@
 A datatrove step is any callable ``step(data, rank, world_size)``; datatrove runs rank r of n on a local process
 pool or as task r of a Slurm array job, writes ``completions/<rank>`` when the step returns, and on a rerun runs only
 the ranks without one. One rank is one of the builder's shards (``--shard r/n``: the same hash partition by paper
-id, its own folder, checkpoints and call cache); the merge (``merge_from``) is a second executor with one task.
+id, its own folder, checkpoints and call cache); the merge (``merge_from``) is a second executor with one task. A
+recipe with pool distractors adds a first executor that only generates (:attr:`BuildJob.phases`).
 
 What the kit adds to datatrove 0.10.1's executors, and why:
 
@@ -50,6 +51,7 @@ class BuildJob:
     push: bool = False
     command: str = ""  #: the user's command line, for the dataset card
     server: dict[str, Any] | None = None  #: a per-task model server (executor.server), or None
+    pool: bool = False  #: the recipe draws distractors from the build's pool: every shard generates first
     shard_root: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -57,6 +59,15 @@ class BuildJob:
 
     def shard_dir(self, rank: int) -> Path:
         return Path(self.shard_root) / f"{rank:05d}-of-{self.tasks:05d}"
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The shard executors, in order (each a folder of the logging dir): the merge comes after the last.
+
+        Why two with a pool: a shard's options stage draws wrong options from every shard's generated questions, so
+        all shards generate (``generate``) before any of them goes on (``build``), as one build would see them.
+        """
+        return ("generate", "build") if self.pool else ("build",)
 
 
 def quiet_datatrove() -> None:
@@ -120,13 +131,22 @@ def rank_io(stage_dir: Path, rank: int) -> Iterator[Path]:
 
 
 class BuildShard:
-    """datatrove step: build shard ``rank`` of ``world_size`` up to labelling (``wildsci build --shard r/n``)."""
+    """datatrove step: build shard ``rank`` of ``world_size`` (``wildsci build --shard r/n``) in one phase.
 
-    def __init__(self, job: BuildJob) -> None:
-        self.job = job
+    ``build`` runs up to labelling (with a pool: from the generated checkpoint on, drawing from every shard's pool);
+    ``generate`` stops after generation (``stop_after: generate``).
+    """
+
+    def __init__(self, job: BuildJob, phase: str = "build") -> None:
+        self.job, self.phase = job, phase
 
     def __repr__(self) -> str:
-        return f"wildsci build {self.job.recipe} --shard RANK/{self.job.tasks} (one shard per task)"
+        cmd = f"wildsci build {self.job.recipe} --shard RANK/{self.job.tasks}"
+        if self.phase == "generate":
+            return f"{cmd} --stop_after generate (one shard per task)"
+        if self.job.pool:
+            return f"{cmd} --pool_from [{self.job.tasks} shards] (one shard per task)"
+        return f"{cmd} (one shard per task)"
 
     def __call__(self, data: Any, rank: int, world_size: int) -> Any:
         from wildsci.builder.pipeline import run_build
@@ -137,7 +157,11 @@ class BuildShard:
             "executor.kind": "inprocess",
             "executor.tasks": 1,
         }
-        with task_server(self.job, rank) as server_overrides:
+        if self.phase == "generate":
+            overrides["stop_after"] = "generate"
+        elif self.job.pool:
+            overrides["pool_from"] = [str(self.job.shard_dir(r)) for r in range(world_size)]
+        with task_server(self.job, rank, self.phase) as server_overrides:
             run_build(
                 self.job.recipe, output_dir=str(self.job.shard_dir(rank)), overrides={**overrides, **server_overrides}
             )

@@ -30,7 +30,7 @@ def merge_overrides_for(job: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def task_server(job: Any, rank: int) -> Iterator[dict[str, Any]]:
+def task_server(job: Any, rank: int, phase: str = "build") -> Iterator[dict[str, Any]]:
     """Start the rank's server when the recipe asks for one; yields the overrides that point the roles at it."""
     if not job.server:
         yield {}
@@ -49,7 +49,7 @@ def task_server(job: Any, rank: int) -> Iterator[dict[str, Any]]:
         env=cfg.get("env") or {},
         python=cfg.get("python"),
         startup_timeout=float(cfg.get("startup_timeout", 900)),
-        log_path=Path(job.logging_dir) / "build" / "servers" / f"{rank:05d}.log",
+        log_path=Path(job.logging_dir) / phase / "servers" / f"{rank:05d}.log",
     )
     # served under the recipe's own model name, so requests (and the recipe hash) are the same as with a shared server
     served.cmd += ["--served-model-name", name]

@@ -158,33 +158,77 @@ def progress_line(views: list[RankView], merge: RankView | None, started: float)
     return f"{line} · {elapsed // 60}m{elapsed % 60:02d}s"
 
 
-def slurm_queue(state: dict[str, Any]) -> tuple[dict[int, slurm.JobTask], slurm.JobTask | None, list[slurm.JobTask]]:
-    """The build's array tasks by rank, the merge job, and everything of this run still in Slurm's queue."""
-    build_id = str(state.get("build", {}).get("job_id") or "")
+def slurm_queue(
+    state: dict[str, Any], phases: tuple[str, ...] = ("build",)
+) -> tuple[dict[str, dict[int, slurm.JobTask]], slurm.JobTask | None, list[slurm.JobTask]]:
+    """Per shard phase its array tasks by rank, the merge job, and everything of this run still in Slurm's queue."""
+    ids = {ph: str(state.get(ph, {}).get("job_id") or "") for ph in phases}
     merge_id = str(state.get("merge", {}).get("job_id") or "")
-    ranks = state.get("build", {}).get("ranks", [])
-    tasks = slurm.queued([j for j in (build_id, merge_id) if j and j != "-1"])
-    by_rank: dict[int, slurm.JobTask] = {}
+    tasks = slurm.queued([j for j in (*ids.values(), merge_id) if j and j != "-1"])
+    by_phase: dict[str, dict[int, slurm.JobTask]] = {ph: {} for ph in phases}
     merge = None
     for t in tasks:
-        if t.job_id == build_id and t.array_index is not None and t.array_index < len(ranks):
-            by_rank[ranks[t.array_index]] = t
-        elif t.job_id == merge_id:
+        for ph in phases:
+            ranks = state.get(ph, {}).get("ranks", [])
+            if t.job_id == ids[ph] and t.array_index is not None and t.array_index < len(ranks):
+                by_phase[ph][ranks[t.array_index]] = t
+        if t.job_id == merge_id:
             merge = t
-    return by_rank, merge, tasks
+    return by_phase, merge, tasks
 
 
-def killed_detail(state: dict[str, Any], views: list[RankView]) -> None:
+def killed_detail(state: dict[str, Any], views: list[RankView], phase: str = "build") -> None:
     """Name how Slurm ended a killed rank (TIMEOUT, OUT_OF_MEMORY, CANCELLED, NODE_FAIL) while it remembers."""
-    build_id = str(state.get("build", {}).get("job_id") or "")
-    ranks = state.get("build", {}).get("ranks", [])
-    if not any(v.state == "killed" for v in views) or not build_id or build_id == "-1":
+    job_id = str(state.get(phase, {}).get("job_id") or "")
+    ranks = state.get(phase, {}).get("ranks", [])
+    if not any(v.state == "killed" for v in views) or not job_id or job_id == "-1":
         return
-    ended = {t.array_index: t for t in slurm.finished(build_id) if t.array_index is not None}
+    ended = {t.array_index: t for t in slurm.finished(job_id) if t.array_index is not None}
     for v in views:
         if v.state == "killed" and v.rank in ranks and ranks.index(v.rank) in ended:
             t = ended[ranks.index(v.rank)]
             v.detail = f"Slurm ended it: {t.state}" + (f" ({t.reason})" if t.reason else "")
+
+
+def waits_on_dependency(v: RankView) -> bool:
+    return v.state == "pending" and v.detail.startswith("Dependency")
+
+
+def combine_phases(generate: list[RankView], build: list[RankView]) -> list[RankView]:
+    """One row per rank of a two-phase shard: the generate phase's row until it is done, then the build phase's.
+
+    A rank whose generation is done but whose build phase has not started waits for the others' generation (their
+    questions are its distractor pool): it shows as the build phase's row (not started, or pending on Slurm's
+    dependency).
+    """
+    out = []
+    for g, b in zip(generate, build, strict=True):
+        if g.state == "done" or b.state in ("done", "running", "failed", "killed"):
+            out.append(b)
+        else:
+            if g.state in ("running", "pending"):  # a failure's cause stays as it is; its log names the phase
+                g.detail = "generating" + (f" ({g.detail})" if g.detail else "")
+            out.append(g)
+    return out
+
+
+def mark_blocked(views: list[RankView], merge: RankView) -> None:
+    """After a failed rank, whatever waits on a dependency can never start: say so instead of 'pending'.
+
+    Only once nothing is running or waiting for resources: until then, Slurm has not decided (the failed rank of a
+    phase still blocks the next phase of every rank and the merge, as ``afterok`` does).
+    """
+    failed = any(v.state in ("failed", "killed") for v in views)
+    live = any(v.state == "running" or (v.state == "pending" and not waits_on_dependency(v)) for v in views)
+    if not failed:
+        return
+    for v in views:
+        if waits_on_dependency(v) and not live:
+            v.state, v.detail = "blocked", NEVER
+    if merge.state == "not started":
+        merge.state, merge.detail = "blocked", "a build rank failed: the merge cannot run until it is fixed"
+    elif waits_on_dependency(merge) and not live:
+        merge.state, merge.detail = "blocked", NEVER
 
 
 def render(
