@@ -26,7 +26,9 @@ pytestmark = pytest.mark.slow
 
 def test_each_task_starts_and_stops_its_own_server(embedded_model, tmp_path):
     data = yaml.safe_load((ROOT / "recipes" / "data" / "demo.yaml").read_text())
-    data.update(output_dir=str(tmp_path / "out"))  # every paper: max_papers applies before the hash partition
+    # 6 papers (max_papers applies before the hash partition: both ranks get some); the demo's pool distractors make
+    # each rank start its server twice, once per phase (generate, then the rest)
+    data.update(output_dir=str(tmp_path / "out"), max_papers=6)
     data["generate"]["questions_per_chunk"] = 1
     data["generator"].pop("batch_size", None)
     data["generator"].update(backend="openai", base_url=None, model=embedded_model, guided_decoding="vllm")
@@ -49,6 +51,7 @@ def test_each_task_starts_and_stops_its_own_server(embedded_model, tmp_path):
     root = tmp_path / "out" / ".wildsci_build"
     ports = set()
     for rank in (0, 1):
+        assert (root / "executor" / "generate" / "servers" / f"{rank:05d}.log").is_file()
         server_log = (root / "executor" / "build" / "servers" / f"{rank:05d}.log").read_text()
         assert f"--served-model-name {embedded_model}" in server_log.splitlines()[0]
         ports.add(int(re.search(r"--port (\d+)", server_log).group(1)))
