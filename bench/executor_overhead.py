@@ -94,7 +94,9 @@ def main() -> None:
         + (f" with `--max_papers {args.max_papers}`" if args.max_papers else "")
         + ". The machine has 2 cores, which one model already fills: the executors cannot be faster here, and the "
         "overhead per task is what a task costs (its own model load, process start, Slurm's scheduling), to be "
-        "weighed against the tasks' share of a real cluster. " + run.load_note(own_threads=2)
+        "weighed against the tasks' share of a real cluster. "
+        # two ranks at a time (workers 2), each with torch's threads (one per core): the run's own load, not others'
+         + run.load_note(own_threads=2 * (os.cpu_count() or 1))
     )
     if args.no_write:
         print(body)
