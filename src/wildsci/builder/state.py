@@ -150,62 +150,60 @@ def write_generated(out: Path, recipe: BuildRecipe, rows: int) -> None:
     write_atomic(out / "generated.json", [json.dumps(meta, indent=1) + "\n"])
 
 
-def read_pool(recipe: BuildRecipe) -> list[dict]:
-    """The generated rows of every shard in ``pool_from`` (checked complete and from this recipe), in shard order."""
+def _shard_metas(
+    recipe: BuildRecipe, key: str, meta_file: str, unfinished: str, verbs: tuple[str, str, str]
+) -> list[tuple[Path, dict]]:
+    """Each folder of ``recipe.<key>`` with its ``meta_file``, in shard order, checked: present (else ``unfinished``
+    says how to finish it), made from this recipe, each shard once, none missing. ``verbs``: ``built, rebuild,
+    build`` or the like, for the messages."""
+    done, redo, do = verbs
     base = base_hash(recipe)
-    by_shard: dict[int, list[dict]] = {}
+    seen: dict[int, tuple[Path, dict]] = {}
     expected_n = None
-    for d in recipe.pool_from:
-        meta_path = Path(d) / "generated.json"
+    for d in getattr(recipe, key):
+        meta_path = Path(d) / meta_file
         if not meta_path.is_file():
-            raise UserError(
-                f"pool_from: {d} has not finished generating (no generated.json) -- run that shard with "
-                "stop_after: generate"
-            )
+            raise UserError(f"{key}: {d} {unfinished}")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta["base_hash"] != base:
-            raise UserError(f"pool_from: {d} was generated from a different recipe -- regenerate it with this recipe")
+            raise UserError(f"{key}: {d} was {done} from a different recipe -- {redo} it with this recipe")
         i, n = meta["shard"]
-        if expected_n not in (None, n) or i in by_shard:
-            raise UserError(f"pool_from: {d} is shard {i}/{n}, inconsistent with the others -- list each shard once")
-        expected_n = n
-        path = Path(d) / STATE_DIR / "generate.jsonl"
+        if expected_n not in (None, n) or i in seen:
+            shown = {k: str(v[0]) for k, v in seen.items()}
+            raise UserError(f"{key}: {d} is shard {i}/{n}, inconsistent with {shown} -- list each shard once")
+        expected_n, seen[i] = n, (Path(d), meta)
+    missing = sorted(set(range(expected_n or 0)) - set(seen))
+    if missing:
+        raise UserError(f"{key}: shards {missing} of {expected_n} are missing -- {do} them and list them all")
+    return [seen[i] for i in sorted(seen)]
+
+
+def read_pool(recipe: BuildRecipe) -> list[dict]:
+    """The generated rows of every shard in ``pool_from`` (checked complete and from this recipe), in shard order."""
+    unfinished = "has not finished generating (no generated.json) -- run that shard with stop_after: generate"
+    rows: list[dict] = []
+    for d, meta in _shard_metas(
+        recipe, "pool_from", "generated.json", unfinished, ("generated", "regenerate", "generate")
+    ):
+        path = d / STATE_DIR / "generate.jsonl"
         lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
         if len(lines) != meta["rows"]:
             raise UserError(f"pool_from: {path} does not hold the {meta['rows']} generated rows -- regenerate {d}")
-        by_shard[i] = [json.loads(line) for line in lines]
-    missing = sorted(set(range(expected_n or 0)) - set(by_shard))
-    if missing:
-        raise UserError(f"pool_from: shards {missing} of {expected_n} are missing -- generate them and list them all")
-    return [row for i in sorted(by_shard) for row in by_shard[i]]
+        rows += [json.loads(line) for line in lines]
+    return rows
 
 
 def read_shards(recipe: BuildRecipe) -> tuple[list[dict], list[dict]]:
     """Labelled rows and stage counts of every shard folder in ``merge_from`` (checked complete and consistent)."""
-    base = base_hash(recipe)
-    seen: dict[int, str] = {}
+    unfinished = "is not a finished shard (no shard.json) -- run or resume that shard"
     rows: list[dict] = []
     totals: dict[str, dict[str, Any]] = {}
-    expected_n = None
-    for d in recipe.merge_from:
-        meta_path = Path(d) / "shard.json"
-        if not meta_path.is_file():
-            raise UserError(f"merge_from: {d} is not a finished shard (no shard.json) -- run or resume that shard")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta["base_hash"] != base:
-            raise UserError(f"merge_from: {d} was built from a different recipe -- rebuild it with this recipe")
-        i, n = meta["shard"]
-        if expected_n not in (None, n) or i in seen:
-            raise UserError(f"merge_from: {d} is shard {i}/{n}, inconsistent with {seen} -- list each shard once")
-        expected_n, seen[i] = n, d
-        rows += [json.loads(line) for line in (Path(d) / "shard_rows.jsonl").read_text(encoding="utf-8").splitlines()]
+    for d, meta in _shard_metas(recipe, "merge_from", "shard.json", unfinished, ("built", "rebuild", "build")):
+        rows += [json.loads(line) for line in (d / "shard_rows.jsonl").read_text(encoding="utf-8").splitlines()]
         for st in meta["stages"]:
             t = totals.setdefault(st["name"], {"name": st["name"], "in": 0, "out": 0, "drops": Counter()})
             t["in"] += st["in"]
             t["out"] += st["out"]
             t["drops"].update(st["drops"])
-    missing = sorted(set(range(expected_n or 0)) - set(seen))
-    if missing:
-        raise UserError(f"merge_from: shards {missing} of {expected_n} are missing -- build them and list them all")
     stages = [stage_entry(t["name"], t["in"], t["out"], dict(t["drops"])) for t in totals.values()]
     return rows, stages

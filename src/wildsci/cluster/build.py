@@ -340,8 +340,7 @@ def submit_slurm(
 ) -> None:
     from wildsci.cluster.executors import quiet_datatrove
 
-    views, merge_v = _slurm_views(root, job, state)
-    _, _, active = slurm_queue(state, job.phases)
+    views, merge_v, active = _shard_views(root, job, state)
     # a job waiting on a dependency when nothing of this run is running or pending for resources waits on a failed
     # rank: it can never start (Slurm says DependencyNeverSatisfied on its next pass; the kit does not wait for it)
     live = [
@@ -401,9 +400,12 @@ def _ranges(ranks: list[int]) -> str:
     return ",".join(out)
 
 
-def _shard_views(root: Path, job: Any, state: dict | None = None) -> tuple[list[RankView], RankView]:
-    """One row per rank (over its phases) and the merge's row; with ``state``, Slurm's queue and records too."""
-    by_phase, merge_q, _ = slurm_queue(state, job.phases) if state is not None else ({}, None, [])
+def _shard_views(
+    root: Path, job: Any, state: dict | None = None
+) -> tuple[list[RankView], RankView, list[slurm.JobTask]]:
+    """One row per rank (over its phases), the merge's row and, with ``state`` (Slurm), the run's jobs still in
+    Slurm's queue; Slurm's queue and records then fill in the rows too."""
+    by_phase, merge_q, active = slurm_queue(state, job.phases) if state is not None else ({}, None, [])
     per_phase = []
     for phase in job.phases:
         views = stage_views(root / phase, job.tasks, by_phase.get(phase, {}), job.shard_dir)
@@ -413,11 +415,7 @@ def _shard_views(root: Path, job: Any, state: dict | None = None) -> tuple[list[
     views = per_phase[0] if len(per_phase) == 1 else combine_phases(*per_phase)
     (merge,) = stage_views(root / "merge", 1, {0: merge_q} if merge_q else {})
     mark_blocked(views, merge)
-    return views, merge
-
-
-def _slurm_views(root: Path, job: Any, state: dict) -> tuple[list[RankView], RankView]:
-    return _shard_views(root, job, state)
+    return views, merge, active
 
 
 def follow(recipe: BuildRecipe, job: Any, root: Path, recipe_path: str | Path, poll_s: float = 3.0) -> None:
@@ -426,7 +424,7 @@ def follow(recipe: BuildRecipe, job: Any, root: Path, recipe_path: str | Path, p
     t0, last = state.get("submitted", time.time()), ""
     try:
         while True:
-            views, merge = _slurm_views(root, job, state)
+            views, merge, _ = _shard_views(root, job, state)
             line = progress_line(views, merge, t0)
             if line.split(" · ")[0] != last.split(" · ")[0]:
                 log(line)
@@ -467,13 +465,13 @@ def show_status(recipe_path: str | Path, root: Path) -> None:
     )
     con = Console()
     if state["kind"] == "slurm":
-        views, merge = _slurm_views(root, job, state)
+        views, merge, _ = _shard_views(root, job, state)
         ids = ", ".join(
             f"{'generation' if k == 'generate' else k} job {state.get(k, {}).get('job_id', '-')}"
             for k in (*job.phases, "merge")
         )
     else:
-        views, merge = _shard_views(root, job)
+        views, merge, _ = _shard_views(root, job)
         ids = "local executor"
     render(f"{Path(state['out']).name}: {job.tasks} shards ({ids})", views, merge, con, root)
     con.print(progress_line(views, merge, state.get("submitted", time.time())).split(" · ")[0])
