@@ -430,3 +430,19 @@ def test_rows_lost_later_to_calls_that_failed_earlier_name_the_endpoint():
     assert line.startswith("options: 2/2 dropped as not_enough_distractors after 4 LLM calls failed")
     assert "no connection to http://127.0.0.1:9/v1" in line and "rerun the same command to resume" in line
     assert failure_reason(stages, Counter()).endswith("see the stage table above")  # no failed call: no blame
+
+
+def test_a_missing_pool_shard_is_refused_before_any_call(tmp_path, capsys):
+    asked: list[int] = []
+
+    def answer(body, n):
+        asked.append(n)
+        return Reply(status=500)
+
+    with LoopbackServer(answer) as srv:
+        recipe = write_recipe(tmp_path, srv.url)
+        rc, text = build(capsys, str(recipe), "--shard", "0/2", "--options.distractor_source", "pool",
+                         "--pool_from", f"[{tmp_path / 'shard1'}]")  # fmt: skip
+    line = error_line(text)
+    assert rc == 2 and asked == []
+    assert f"pool_from: {tmp_path / 'shard1'} has not finished generating" in line and "stop_after: generate" in line

@@ -125,10 +125,6 @@ class BuildRecipe:
             raise ValueError("shard and merge_from are exclusive: build the shards first, then merge them")
         if self.stop_after not in (None, "generate"):
             raise ValueError(f"stop_after can only be 'generate' (or null), got {self.stop_after!r}")
-        if (self.stop_after or self.pool_from) and self.shard is None:
-            raise ValueError("stop_after and pool_from split a shard's build in two -- they need shard: 'i/n'")
-        if self.stop_after and self.pool_from:
-            raise ValueError("stop_after: generate comes before pool_from -- run the shard with one, then the other")
         if self.executor.kind != "inprocess" and (
             self.shard is not None or self.merge_from or self.stop_after or self.pool_from
         ):
@@ -136,6 +132,10 @@ class BuildRecipe:
                 "executor.kind local/slurm runs the shards and the merge itself -- drop shard/merge_from/stop_after/"
                 "pool_from (they are the low-level interface the executor uses)"
             )
+        if (self.stop_after or self.pool_from) and self.shard is None:
+            raise ValueError("stop_after and pool_from split a shard's build in two -- they need shard: 'i/n'")
+        if self.stop_after and self.pool_from:
+            raise ValueError("stop_after: generate comes before pool_from -- run the shard with one, then the other")
         if self.max_papers is not None and self.max_papers < 1:
             raise ValueError("max_papers must be at least 1 (or null)")
 

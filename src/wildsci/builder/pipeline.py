@@ -125,6 +125,10 @@ def per_paper_stages(recipe: BuildRecipe, ckpt: Checkpoints, clients: Clients, s
     Returns the labelled rows (in corpus order); each finished stage's report entry is appended to ``stages`` as
     it ends, so a build that stops midway still shows what it did.
     """
+    # the other shards' pool is read (and checked) before anything is loaded or generated; a shard that draws from
+    # it recomputes its options when it changes
+    pool = read_pool(recipe) if recipe.pool_from and recipe.uses_pool() else None
+    pool_id = "" if pool is None else "+pool" + ckpt.rows_hash(pool)
 
     got = ckpt.get("chunk")
     if got:
@@ -162,9 +166,6 @@ def per_paper_stages(recipe: BuildRecipe, ckpt: Checkpoints, clients: Clients, s
     rows = run("generate", chunks, lambda rs: generate_questions(rs, clients.generator, recipe.generate), attempts)
     if recipe.stop_after == "generate":
         return rows
-    # a shard that draws from every shard's pool recomputes its options when the pool changes
-    pool = read_pool(recipe) if recipe.pool_from and recipe.uses_pool() else None
-    pool_id = "" if pool is None else "+pool" + ckpt.rows_hash(pool)
     options = lambda rs: complete_options(rs, clients.generator, recipe.options, pool)  # noqa: E731
     rows = run("options", rows, options, None, pool_id)
     rows = run("vote", rows, lambda rs: vote(rs, clients.voters, recipe.vote))
